@@ -1,0 +1,180 @@
+"""Classical lossless codecs (PNG, WebP, JPEG XL) as baselines, each image coded on its own."""
+
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from PIL import Image, features
+
+# Every name run_baselines understands, available or not on this machine.
+KNOWN_CODECS = ("png", "webp", "jxl-e7", "jxl-e9")
+
+
+def _as_2d_or_rgb(img: np.ndarray) -> np.ndarray:
+    """Validate a uint8 (H, W), (H, W, 1) or (H, W, 3) image; gray comes back as (H, W)."""
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got {img.dtype}")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)):
+        raise ValueError(f"expected (H, W), (H, W, 1) or (H, W, 3), got {img.shape}")
+    return np.ascontiguousarray(img)
+
+
+class Codec:
+    """A lossless codec: decode(encode(img)) gives the pixels back, gray as (H, W)."""
+
+    name: str = "codec"
+
+    def encode(self, img: np.ndarray) -> bytes:
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> np.ndarray:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class PNG(Codec):
+    """Pillow PNG with optimize=True (zlib level 9)."""
+
+    name = "png"
+
+    def encode(self, img: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(_as_2d_or_rgb(img)).save(buf, format="PNG", optimize=True)
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> np.ndarray:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("L" if im.mode == "L" else "RGB"))
+
+
+class WebP(Codec):
+    """Lossless WebP through Pillow's libwebp: quality=100, method=6 (= level 100, method 6).
+
+    WebP has no gray mode: gray images are coded as RGB and come back as (H, W, 3).
+    """
+
+    name = "webp"
+
+    def encode(self, img: np.ndarray) -> bytes:
+        arr = _as_2d_or_rgb(img)
+        im = Image.fromarray(arr).convert("RGB")
+        buf = io.BytesIO()
+        im.save(buf, format="WEBP", lossless=True, quality=100, method=6)
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> np.ndarray:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"))
+
+
+class JXL(Codec):
+    """Lossless JPEG XL through imagecodecs (libjxl), one thread, configurable effort."""
+
+    def __init__(self, effort: int = 7) -> None:
+        self.effort = effort
+        self.name = f"jxl-e{effort}"
+
+    def encode(self, img: np.ndarray) -> bytes:
+        import imagecodecs
+
+        arr = _as_2d_or_rgb(img)
+        return bytes(
+            imagecodecs.jpegxl_encode(arr, lossless=True, effort=self.effort, numthreads=1)
+        )
+
+    def decode(self, data: bytes) -> np.ndarray:
+        import imagecodecs
+
+        return np.asarray(imagecodecs.jpegxl_decode(data, numthreads=1))
+
+
+def _jxl_available() -> bool:
+    try:
+        import imagecodecs
+    except ImportError:
+        return False
+    return bool(getattr(getattr(imagecodecs, "JPEGXL", None), "available", False))
+
+
+def _available_codecs() -> dict[str, Codec]:
+    codecs: dict[str, Codec] = {"png": PNG()}
+    if features.check("webp"):
+        codecs["webp"] = WebP()
+    # imagecodecs is an optional extra: without it the JPEG XL rows are simply absent.
+    if _jxl_available():
+        codecs["jxl-e7"] = JXL(7)
+        codecs["jxl-e9"] = JXL(9)
+    return codecs
+
+
+CODECS: dict[str, Codec] = _available_codecs()
+
+
+def bits_per_dim(n_bytes: int, img: np.ndarray) -> float:
+    """8 * bytes / number of sub-pixels (H * W * C)."""
+    return 8.0 * n_bytes / np.asarray(img).size
+
+
+def same_pixels(original: np.ndarray, decoded: np.ndarray) -> bool:
+    """True if decoded holds exactly the original pixels (gray may come back as equal RGB)."""
+    orig = _as_2d_or_rgb(original)
+    dec = np.asarray(decoded)
+    if dec.ndim == 3 and dec.shape[2] == 1:
+        dec = dec[:, :, 0]
+    if orig.ndim == 2 and dec.ndim == 3 and dec.shape[2] == 3:
+        return bool((dec == orig[:, :, None]).all())
+    return dec.shape == orig.shape and dec.dtype == orig.dtype and bool(np.array_equal(dec, orig))
+
+
+def run_baselines(
+    images: Sequence[np.ndarray], names: Iterable[str] = ("png", "webp", "jxl-e7")
+) -> dict[str, dict]:
+    """Code every image alone with each named codec; bpd, timings and exactness per codec.
+
+    Per codec: "bpd" (list, one per image), "mean" (over images), "pooled" (total bits /
+    total sub-pixels), "enc_ms" / "dec_ms" (mean per image), "n_exact", "n".
+    Known codecs missing on this machine are skipped with a warning.
+    """
+    results: dict[str, dict] = {}
+    total_dims = sum(int(np.asarray(im).size) for im in images)
+    for name in names:
+        if name not in KNOWN_CODECS:
+            raise ValueError(f"unknown codec {name!r} (known: {', '.join(KNOWN_CODECS)})")
+        codec = CODECS.get(name)
+        if codec is None:
+            warnings.warn(f"codec {name} is not available here (library missing)", stacklevel=2)
+            continue
+        bpd: list[float] = []
+        enc_s = dec_s = 0.0
+        n_exact = total_bytes = 0
+        for img in images:
+            t0 = time.perf_counter()
+            data = codec.encode(img)
+            t1 = time.perf_counter()
+            decoded = codec.decode(data)
+            t2 = time.perf_counter()
+            enc_s += t1 - t0
+            dec_s += t2 - t1
+            total_bytes += len(data)
+            bpd.append(bits_per_dim(len(data), img))
+            n_exact += same_pixels(img, decoded)
+        n = len(images)
+        results[name] = {
+            "bpd": bpd,
+            "mean": float(np.mean(bpd)) if n else float("nan"),
+            "pooled": 8.0 * total_bytes / total_dims if total_dims else float("nan"),
+            "enc_ms": 1000.0 * enc_s / n if n else float("nan"),
+            "dec_ms": 1000.0 * dec_s / n if n else float("nan"),
+            "n_exact": n_exact,
+            "n": n,
+        }
+    return results

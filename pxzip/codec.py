@@ -1,0 +1,271 @@
+"""compress / decompress: planes -> tiles -> exact tables -> range coder, and back.
+
+Coding order (the decoder reproduces it step by step). An image is split into planes (planes.py),
+each coded by the model of its kind. A plane is cut into square tiles of 2**tile_log2 (one tile
+for small images); tiles are independent contexts, which is what lets the decoder advance many
+tiles per step. Tiles are grouped into *units*: per plane, by tile shape (largest first), in
+raster order, at most MAX_LANES tiles per unit. Within a unit the symbol order is row i, column j,
+channel c, then tile: each decoder step decodes one subpixel of every tile of the unit at once.
+All units of one image go into one range-coder stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import constriction
+import numpy as np
+import torch
+from PIL import Image
+
+from pxzip import container, planes, tables, zoo
+from pxzip.errors import ChecksumError, FormatError
+from pxzip.exact import Stepper, tile_params
+
+MAX_LANES = 128  # tiles per unit: bounds the decoder's memory for huge images
+DEFAULT_TILE_LOG2 = 6  # 64x64 tiles for images larger than that in either dimension
+PASS_POSITIONS = 16384  # positions per chunk of the encoder's parallel pass (bounds its memory)
+FAMILY = constriction.stream.model.Categorical(perfect=False)
+SCALE = 2.0**-tables.PRECISION
+
+
+def _probs(freqs: np.ndarray) -> np.ndarray:
+    """Exact integer frequencies -> the float64 C-contiguous table constriction reads."""
+    return np.ascontiguousarray(freqs.reshape(-1, 256), dtype=np.float64) * SCALE
+
+
+@dataclass
+class Unit:
+    """Tiles of one plane with one shape, coded together."""
+
+    plane: int  # index into the image's planes
+    shape: tuple[int, int]  # tile (height, width)
+    origins: list[tuple[int, int]]  # (y, x) of each tile, in order
+
+
+def units_for(height: int, width: int, tile_log2: int, n_planes: int) -> list[Unit]:
+    t = 1 << tile_log2 if tile_log2 else max(height, width)
+    by_shape: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for y in range(0, height, t):
+        for x in range(0, width, t):
+            by_shape.setdefault((min(t, height - y), min(t, width - x)), []).append((y, x))
+    out = []
+    for p in range(n_planes):
+        for shape in sorted(by_shape, reverse=True):
+            tiles = by_shape[shape]
+            for k in range(0, len(tiles), MAX_LANES):
+                out.append(Unit(p, shape, tiles[k : k + MAX_LANES]))
+    return out
+
+
+def choose_tile_log2(height: int, width: int, tile: int | None) -> int:
+    if tile is not None:
+        if tile == 0:
+            return 0
+        log2 = int(tile).bit_length() - 1
+        if 1 << log2 != tile or not container.TILE_LOG2_MIN <= log2 <= container.TILE_LOG2_MAX:
+            lo, hi = 1 << container.TILE_LOG2_MIN, 1 << container.TILE_LOG2_MAX
+            raise ValueError(f"tile size must be 0 or a power of two from {lo} to {hi}")
+        return 0 if height <= tile and width <= tile else log2
+    return 0 if max(height, width) <= 1 << DEFAULT_TILE_LOG2 else DEFAULT_TILE_LOG2
+
+
+def _gather(plane: np.ndarray, unit: Unit) -> np.ndarray:
+    th, tw = unit.shape
+    return np.stack([plane[y : y + th, x : x + tw] for y, x in unit.origins])  # (n, th, tw, C)
+
+
+def encode_unit(enc, model: zoo.Model, tiles_px: np.ndarray) -> None:
+    """Encode tiles (n, th, tw, C) uint8 into the range coder, in the canonical order."""
+    n, th, tw, c = tiles_px.shape
+    em = model.exact
+    x = torch.from_numpy(np.ascontiguousarray(tiles_px.transpose(0, 3, 1, 2)))
+    per = max(1, PASS_POSITIONS // (th * tw))
+    # one parallel pass per chunk of tiles; lanes are independent, so chunking cannot change a value
+    params = torch.cat([tile_params(em, x[k : k + per]).cpu() for k in range(0, n, per)])
+    params = params.to(torch.int64).numpy()  # (n, P, th, tw)
+    for i in range(th):
+        prm = params[:, :, i].transpose(2, 0, 1).reshape(tw * n, -1)  # (tw*n, P), order (j, lane)
+        px = tiles_px[:, i].transpose(1, 0, 2).reshape(tw * n, c)  # (tw*n, C)
+        fr = tables.head_freqs_all(prm, px, model.cfg, em.luts)  # (tw*n, C, 256)
+        fr = fr.reshape(tw, n, c, 256).transpose(0, 2, 1, 3)  # order (j, c, lane)
+        sym = px.reshape(tw, n, c).transpose(0, 2, 1).reshape(-1).astype(np.int32)
+        enc.encode(sym, FAMILY, _probs(fr))
+
+
+def decode_units(model: zoo.Model, shape: tuple[int, int], parts: list[tuple[object, int]]) -> np.ndarray:
+    """Decode several units of one model and shape in lockstep.
+
+    parts: (decoder, number of tiles) per unit, each unit from a different stream. Returns the
+    tiles (sum n, th, tw, C) uint8, units concatenated in the given order.
+    """
+    th, tw = shape
+    cfg, em = model.cfg, model.exact
+    c = cfg.in_channels
+    total = sum(n for _, n in parts)
+    bounds = np.cumsum([0] + [n for _, n in parts])
+    out = np.zeros((total, th, tw, c), np.uint8)
+    st = Stepper(em, total, th, tw)
+    vals = np.empty(total, np.int64)
+    for i in range(th):
+        st.start_row(i)
+        for j in range(tw):
+            mix = None
+            for ch in range(c):
+                if cfg.arch == "gated":
+                    prm = st.params(j).to(torch.int64).numpy()
+                    fr = tables.softmax_freqs(prm[:, ch * 256 : (ch + 1) * 256], em.luts)
+                else:
+                    if mix is None:
+                        mix = tables.Mixture(st.params(j).to(torch.int64).numpy(), cfg, em.luts)
+                    fr = mix.freqs(ch)
+                probs = _probs(fr)
+                for (dec, _), lo, hi in zip(parts, bounds[:-1], bounds[1:]):
+                    vals[lo:hi] = dec.decode(FAMILY, probs[lo:hi])
+                out[:, i, j, ch] = vals
+                st.set_pixel(j, ch, torch.from_numpy(vals))
+                if mix is not None:
+                    mix.observe(ch, vals)
+    return out
+
+
+def _models_for(header_or_slots, given: list[zoo.Model]) -> dict[str, zoo.Model]:
+    """Slot kind -> model for compression: a given model fills its kind, defaults the rest."""
+    chosen = {m.kind: m for m in given}
+    return {kind: chosen.get(kind) or zoo.default_model(kind) for kind in header_or_slots}
+
+
+def _as_models(model) -> list[zoo.Model]:
+    if model is None:
+        return []
+    if isinstance(model, (list, tuple)):
+        return [zoo.load_model(m) for m in model]
+    return [zoo.load_model(model)]
+
+
+def compress(image, model=None, *, tile: int | None = None) -> bytes:
+    """Losslessly compress an image (PIL image or uint8 numpy array) to .pxz bytes.
+
+    model: None (shipped defaults), a zoo name, a path, a loaded Model, or a list of them (one per
+    plane kind, "rgb" and/or "gray"). tile: tile side (power of two) or 0 for one tile.
+    """
+    split = planes.split(planes.to_image(image))
+    h, w = split.pixels.shape[:2]
+    tile_log2 = choose_tile_log2(h, w, tile)
+    slots = container.model_slots(split.mode, split.palette_as_rgb)
+    models = _models_for(slots, _as_models(model))
+    extra = container.palette_section(split.palette, split.transparency) if split.mode == "P" else b""
+    header = container.Header(
+        mode=split.mode,
+        width=w,
+        height=h,
+        tile_log2=tile_log2,
+        model_ids=tuple(models[k].id for k in slots),
+        crc32=container.pixel_crc(split.pixels, extra),
+        palette=split.palette if split.mode == "P" else None,
+        transparency=split.transparency if split.mode == "P" else None,
+        palette_as_rgb=split.palette_as_rgb,
+    )
+    enc = constriction.stream.queue.RangeEncoder()
+    for unit in units_for(h, w, tile_log2, len(split.planes)):
+        encode_unit(enc, models[split.kinds[unit.plane]], _gather(split.planes[unit.plane], unit))
+    return container.pack(header, container.words_to_bytes(enc.get_compressed()))
+
+
+@dataclass
+class _Stream:
+    header: container.Header
+    decoder: object
+    models: dict[str, zoo.Model]
+    kinds: list[str]
+    units: list[Unit]
+    planes: list[np.ndarray]
+    next: int = 0
+    result: np.ndarray | None = field(default=None)
+
+
+_PLANE_KINDS = {"L": ["gray"], "LA": ["gray", "gray"], "RGB": ["rgb"], "RGBA": ["rgb", "gray"], "1": ["gray"]}
+
+
+def _open(data: bytes, given: list[zoo.Model]) -> _Stream:
+    header, payload = container.unpack(data)
+    slots = container.model_slots(header.mode, header.palette_as_rgb)
+    models = {kind: zoo.find_by_id(mid, given) for kind, mid in zip(slots, header.model_ids)}
+    for kind, m in models.items():
+        if m.kind != kind:
+            raise FormatError(f"model {m.name} codes {m.kind} planes, but this file needs a {kind} model")
+    kinds = _PLANE_KINDS.get(header.mode) or ["rgb" if header.palette_as_rgb else "gray"]
+    shapes = [(header.height, header.width, models[k].cfg.in_channels) for k in kinds]
+    units = units_for(header.height, header.width, header.tile_log2, len(kinds))
+    decoder = constriction.stream.queue.RangeDecoder(container.bytes_to_words(payload))
+    return _Stream(header, decoder, models, kinds, units, [np.zeros(s, np.uint8) for s in shapes])
+
+
+def _finish(s: _Stream) -> np.ndarray:
+    h = s.header
+    try:
+        pixels = planes.merge(h.mode, s.planes, h.palette, h.transparency, h.palette_as_rgb)
+    except ChecksumError:
+        raise ChecksumError("decoded image is corrupt (checksum mismatch): the file is damaged") from None
+    extra = container.palette_section(h.palette, h.transparency) if h.mode == "P" else b""
+    if container.pixel_crc(pixels, extra) != h.crc32:
+        raise ChecksumError("decoded image is corrupt (checksum mismatch): the file is damaged")
+    return pixels
+
+
+def decompress_many(datas: list[bytes], model=None, max_lanes: int = 1024) -> list[np.ndarray]:
+    """Decode many .pxz byte strings at once, batching their tiles into shared decoder steps."""
+    given = _as_models(model)
+    streams = [_open(d, given) for d in datas]
+    while True:
+        pending = [s for s in streams if s.next < len(s.units)]
+        if not pending:
+            break
+        groups: dict[tuple, list[_Stream]] = {}
+        for s in pending:
+            u = s.units[s.next]
+            groups.setdefault((s.models[s.kinds[u.plane]].sha256, u.shape), []).append(s)
+        for (_, shape), members in groups.items():
+            k = 0
+            while k < len(members):  # fill decoder batches up to max_lanes tiles
+                batch, lanes = [], 0
+                while k < len(members):
+                    n = len(members[k].units[members[k].next].origins)
+                    if batch and lanes + n > max_lanes:
+                        break
+                    batch.append(members[k])
+                    lanes += n
+                    k += 1
+                _decode_batch(batch, shape)
+    return [_finish(s) for s in streams]
+
+
+def _decode_batch(batch: list[_Stream], shape: tuple[int, int]) -> None:
+    units = [s.units[s.next] for s in batch]
+    model = batch[0].models[batch[0].kinds[units[0].plane]]
+    try:
+        tiles = decode_units(model, shape, [(s.decoder, len(u.origins)) for s, u in zip(batch, units)])
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except BaseException:  # constriction's Rust panics arrive as pyo3's PanicException (a BaseException)
+        raise FormatError("corrupt payload: the coded data ends early or is damaged") from None
+    pos = 0
+    th, tw = shape
+    for s, u in zip(batch, units):
+        plane = s.planes[u.plane]
+        for y, x in u.origins:
+            plane[y : y + th, x : x + tw] = tiles[pos]
+            pos += 1
+        s.next += 1
+
+
+def decompress(data: bytes, model=None) -> np.ndarray:
+    """Decode .pxz bytes to the pixel array in the image's own mode (see planes.Split.pixels)."""
+    return decompress_many([data], model)[0]
+
+
+def decompress_image(data: bytes, model=None) -> Image.Image:
+    """Decode .pxz bytes to a PIL image with the original mode, palette and transparency."""
+    header, _ = container.unpack(data)
+    pixels = decompress(data, model)
+    return planes.to_pil(header.mode, pixels, header.palette, header.transparency)

@@ -1,0 +1,54 @@
+"""Model configuration: the knobs of the PixelCNN family, saved inside every weights file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+ARCHS = ("pixelcnnpp", "gated")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "pixelcnnpp"  # "pixelcnnpp": gated resnet + logistic mixture; "gated": Gated PixelCNN + 256-way softmax
+    in_channels: int = 3  # colour channels of the coded plane: 3 (RGB) or 1 (gray)
+    num_filters: int = 64  # feature maps per stream (F)
+    num_resnet: int = 4  # residual / gated blocks per stream
+    num_hierarchies: int = 1  # resolutions; format 1's exact coder supports 1 (no down/up-sampling)
+    num_logistic_mix: int = 5  # mixture components K of the pixelcnnpp head (ignored by "gated")
+    kernel_size: int = 3  # odd k: vertical stack sees a k-wide band of rows above, horizontal stack k//2 pixels left
+    dropout_p: float = 0.0  # dropout inside pixelcnnpp blocks, training only
+    act_bits: int = 10  # exact model: fractional bits of every activation (fixed point 2**-act_bits)
+    weight_bits: int = 12  # exact model: |integer weight| < 2**weight_bits per output channel
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r} (choose from {', '.join(ARCHS)})")
+        if self.in_channels not in (1, 3):
+            raise ValueError("in_channels must be 1 or 3")
+        if self.kernel_size < 3 or self.kernel_size % 2 == 0:
+            raise ValueError("kernel_size must be odd and >= 3")
+        if self.num_hierarchies != 1:
+            raise ValueError("num_hierarchies > 1 is not supported by the exact coder (format 1)")
+        if self.num_filters < self.in_channels or self.num_resnet < 1 or self.num_logistic_mix < 1:
+            raise ValueError("num_filters, num_resnet and num_logistic_mix must be positive")
+
+    @property
+    def num_params_out(self) -> int:
+        """Channels of the head's output per pixel."""
+        c, k = self.in_channels, self.num_logistic_mix
+        if self.arch == "gated":
+            return 256 * c
+        return k * (1 + 2 * c + (3 if c == 3 else 0))  # logits, means, log-scales, RGB coefficients
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        raw = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown config fields {sorted(unknown)}")
+        return cls(**raw)

@@ -1,0 +1,243 @@
+"""The .pxz byte layout: header packing/unpacking, payload words and the pixel checksum."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from pxzip.errors import FormatError
+
+MAGIC = b"\x89X"
+FORMAT_VERSION = 1
+
+MODE_CODES: dict[str, int] = {"L": 0, "LA": 1, "RGB": 2, "RGBA": 3, "P": 4, "1": 5}
+_CODE_MODES = {code: mode for mode, code in MODE_CODES.items()}
+
+MAX_SIDE = 2**24
+MAX_PIXELS = 2**31
+TILE_LOG2_MIN = 4
+TILE_LOG2_MAX = 12
+MODEL_ID_SIZE = 2
+FLAG_PALETTE_AS_RGB = 0x01
+_RESERVED_FLAGS = 0x0E
+# A side is at most 2**24, which fits in 4 LEB128 bytes; 5 leaves room to report
+# "too large" for slightly bigger values instead of a vaguer varint error.
+_MAX_VARINT_BYTES = 5
+
+
+def model_slots(mode: str, palette_as_rgb: bool = False) -> tuple[str, ...]:
+    """Model kinds ("rgb"/"gray") whose ids the header stores for ``mode``, in order."""
+    if mode == "RGB":
+        return ("rgb",)
+    if mode == "RGBA":
+        return ("rgb", "gray")
+    if mode == "P":
+        return ("rgb",) if palette_as_rgb else ("gray",)
+    if mode in ("L", "LA", "1"):
+        return ("gray",)
+    raise ValueError(f"unknown mode {mode!r}")
+
+
+@dataclass(frozen=True)
+class Header:
+    """Everything in a .pxz file before the payload.
+
+    ``transparency`` is None when the palette has no transparency; :func:`unpack`
+    never returns ``b""`` for it (both are written the same way).
+    """
+
+    mode: str
+    width: int
+    height: int
+    tile_log2: int
+    model_ids: tuple[bytes, ...]
+    crc32: int
+    palette: bytes | None = None
+    transparency: bytes | None = None
+    palette_as_rgb: bool = False
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def palette_section(palette: bytes | None, transparency: bytes | None) -> bytes:
+    """The palette section exactly as stored in the file (also fed to the CRC)."""
+    pal, trns = palette or b"", transparency or b""
+    return _varint(len(pal) // 3) + pal + _varint(len(trns)) + trns
+
+
+def _check_header(h: Header) -> None:
+    # pack() only sees headers built by our own code, so a bad one is a bug: ValueError.
+    if h.mode not in MODE_CODES:
+        raise ValueError(f"unknown mode {h.mode!r}")
+    if not (1 <= h.width <= MAX_SIDE and 1 <= h.height <= MAX_SIDE):
+        raise ValueError(f"image size {h.width}x{h.height} out of range")
+    if h.width * h.height > MAX_PIXELS:
+        raise ValueError(f"image size {h.width}x{h.height} is too large")
+    if h.tile_log2 != 0 and not TILE_LOG2_MIN <= h.tile_log2 <= TILE_LOG2_MAX:
+        raise ValueError(f"tile_log2 {h.tile_log2} out of range")
+    n_ids = len(model_slots(h.mode, h.palette_as_rgb))
+    if len(h.model_ids) != n_ids or any(len(m) != MODEL_ID_SIZE for m in h.model_ids):
+        raise ValueError(f"mode {h.mode} needs {n_ids} model ids of {MODEL_ID_SIZE} bytes")
+    if not 0 <= h.crc32 < 2**32:
+        raise ValueError("crc32 out of range")
+    if h.mode == "P":
+        pal = h.palette if h.palette is not None else b""
+        if len(pal) % 3 or len(pal) > 768:
+            raise ValueError("palette must be 0..256 RGB entries")
+        if len(h.transparency or b"") > 256:
+            raise ValueError("transparency longer than 256 bytes")
+    elif h.palette is not None or h.transparency is not None or h.palette_as_rgb:
+        raise ValueError(f"palette fields set for mode {h.mode}")
+
+
+def pack(header: Header, payload: bytes) -> bytes:
+    """Serialize ``header`` followed by ``payload`` into .pxz file bytes."""
+    _check_header(header)
+    flags = FLAG_PALETTE_AS_RGB if header.palette_as_rgb else 0
+    parts = [
+        MAGIC,
+        bytes([(FORMAT_VERSION << 4) | MODE_CODES[header.mode], (header.tile_log2 << 4) | flags]),
+        *header.model_ids,
+        _varint(header.width),
+        _varint(header.height),
+    ]
+    if header.mode == "P":
+        parts.append(palette_section(header.palette or b"", header.transparency))
+    parts.append(header.crc32.to_bytes(4, "little"))
+    parts.append(payload)
+    return b"".join(parts)
+
+
+class _Reader:
+    """Bounds-checked cursor over the file bytes; every overrun is a FormatError."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int, what: str) -> bytes:
+        end = self.pos + n
+        if end > len(self.data):
+            raise FormatError(
+                f"truncated pxz file: {what} needs bytes {self.pos}..{end - 1}"
+                f" but the file has only {len(self.data)}"
+            )
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def varint(self, what: str) -> int:
+        value = 0
+        for i in range(_MAX_VARINT_BYTES):
+            byte = self.take(1, what)[0]
+            value |= (byte & 0x7F) << (7 * i)
+            if not byte & 0x80:
+                # Reject padded encodings so every value has exactly one byte form.
+                if byte == 0 and i > 0:
+                    raise FormatError(f"corrupt pxz file: {what} has a non-minimal encoding")
+                return value
+        raise FormatError(f"corrupt pxz file: {what} is longer than {_MAX_VARINT_BYTES} bytes")
+
+
+def unpack(data: bytes) -> tuple[Header, bytes]:
+    """Parse .pxz file bytes into ``(header, payload)``; any problem is a FormatError."""
+    data = bytes(data)
+    if not data:
+        raise FormatError("empty input: not a pxz file")
+    if data[: len(MAGIC)] != MAGIC[: len(data)]:
+        raise FormatError("not a pxz file (wrong magic bytes)")
+    r = _Reader(data)
+    r.take(len(MAGIC), "magic")
+    version_mode, tile_flags = r.take(2, "format byte and tile byte")
+    version, mode_code = version_mode >> 4, version_mode & 0x0F
+    if version > FORMAT_VERSION:
+        raise FormatError(
+            f"made by a newer pxzip (format {version}); this one reads format {FORMAT_VERSION}"
+        )
+    if version < 1:
+        raise FormatError(f"corrupt pxz file: invalid format version {version}")
+    if mode_code not in _CODE_MODES:
+        raise FormatError(f"corrupt pxz file: unknown image mode code {mode_code}")
+    mode = _CODE_MODES[mode_code]
+    tile_log2, flags = tile_flags >> 4, tile_flags & 0x0F
+    if flags & _RESERVED_FLAGS:
+        raise FormatError(f"corrupt pxz file: reserved flag bits set (0x{flags:x})")
+    palette_as_rgb = bool(flags & FLAG_PALETTE_AS_RGB)
+    if palette_as_rgb and mode != "P":
+        raise FormatError(f"corrupt pxz file: palette flag set for mode {mode}")
+    if tile_log2 != 0 and not TILE_LOG2_MIN <= tile_log2 <= TILE_LOG2_MAX:
+        raise FormatError(
+            f"corrupt pxz file: tile size 2**{tile_log2} is outside"
+            f" 2**{TILE_LOG2_MIN}..2**{TILE_LOG2_MAX}"
+        )
+    n_ids = len(model_slots(mode, palette_as_rgb))
+    model_ids = tuple(r.take(MODEL_ID_SIZE, "model id") for _ in range(n_ids))
+    width = r.varint("width")
+    height = r.varint("height")
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+        raise FormatError(
+            f"corrupt pxz file: declared size {width}x{height} (each side must be 1..{MAX_SIDE})"
+        )
+    if width * height > MAX_PIXELS:
+        raise FormatError(f"declared size {width}x{height} is too large")
+    palette = transparency = None
+    if mode == "P":
+        n_entries = r.varint("palette size")
+        # 0 entries is legal: Pillow allows P images with an empty palette.
+        if n_entries > 256:
+            raise FormatError(f"corrupt pxz file: palette has {n_entries} entries (max 256)")
+        palette = r.take(3 * n_entries, "palette")
+        n_trns = r.varint("transparency size")
+        if n_trns > 256:
+            raise FormatError(f"corrupt pxz file: transparency has {n_trns} entries (max 256)")
+        transparency = r.take(n_trns, "transparency") or None
+    crc = int.from_bytes(r.take(4, "checksum"), "little")
+    header = Header(
+        mode=mode,
+        width=width,
+        height=height,
+        tile_log2=tile_log2,
+        model_ids=model_ids,
+        crc32=crc,
+        palette=palette,
+        transparency=transparency,
+        palette_as_rgb=palette_as_rgb,
+    )
+    return header, data[r.pos :]
+
+
+def words_to_bytes(words: np.ndarray) -> bytes:
+    """uint32 coder words as little-endian bytes, trailing zero bytes dropped."""
+    words = np.asarray(words)
+    if words.dtype != np.uint32:
+        raise TypeError(f"expected uint32 words, got {words.dtype}")
+    # The decoder pads with zeros again, so trailing zero bytes carry no information.
+    return words.astype("<u4").tobytes().rstrip(b"\x00")
+
+
+def bytes_to_words(data: bytes) -> np.ndarray:
+    """Inverse of :func:`words_to_bytes`: zero-pad to whole words, native uint32 array."""
+    padded = bytes(data) + b"\x00" * (-len(data) % 4)
+    return np.frombuffer(padded, dtype="<u4").astype(np.uint32)
+
+
+def pixel_crc(pixels: np.ndarray, extra: bytes = b"") -> int:
+    """CRC32 of the C-order uint8 pixel bytes, continued over ``extra`` (palette section)."""
+    pixels = np.asarray(pixels)
+    if pixels.dtype not in (np.uint8, np.bool_):
+        raise TypeError(f"pixel checksum needs uint8 pixels, got {pixels.dtype}")
+    # bool ("1" mode) becomes 0/1 bytes, matching the format's definition.
+    raw = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+    return zlib.crc32(extra, zlib.crc32(raw)) & 0xFFFFFFFF

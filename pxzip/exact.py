@@ -1,0 +1,325 @@
+"""The exact integer PixelCNN: export from float, and three executors that give identical integers.
+
+Why integers: the coder needs bit-identical probability tables in the encoder (one parallel pass)
+and the decoder (one row / one position at a time, any batch, any thread count, any device).
+Float32 results depend on the summation order, so they differ between those evaluation orders.
+
+How: every activation is an integer a (the value a * 2**-act_bits, clamped to |a| <= 2**20);
+every weight an integer w with |w| < 2**(weight_bits-1) and a power-of-two scale per output
+channel. A convolution sums products of integers; export checks that every partial sum stays
+below 2**52, so float64 arithmetic represents each of them exactly and the result is the same
+integer in ANY summation order (im2col + BLAS, cuBLAS, per-position matmul, any blocking or
+threading). The sum is then multiplied by a power of two and rounded half up (both exact in
+float64). tanh, sigmoid and exp(x)-1 are lookup tables computed once at export and stored with the
+weights, so no libm (which differs between platforms) is ever called at coding time.
+Winograd/FFT convolutions are not sums of the exact products and are avoided: on CPU torch only
+uses them for float32; on CUDA cuDNN is switched off inside `exact_mode()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pxzip import network
+from pxzip.config import ModelConfig
+from pxzip.model import PixelCNN, pad_for
+
+CLAMP = 2**20  # |activation| bound (integers), i.e. 1024.0 at 10 fractional bits
+EXACT_LIMIT = 2**52  # every partial sum must stay below this to be exact in float64
+LUT_RANGE = {"tanh": 8, "sig": 16, "elu": 16}  # input range (in units of 1.0) beyond which the function is flat
+
+
+def make_luts(act_bits: int) -> dict[str, np.ndarray]:
+    """Integer lookup tables for the nonlinearities (network and coder), int64 arrays."""
+    s = 2**act_bits
+    luts = {}
+    x = np.arange(-LUT_RANGE["tanh"] * s, LUT_RANGE["tanh"] * s + 1) / s
+    luts["tanh"] = np.round(np.tanh(x) * s)
+    x = np.arange(-LUT_RANGE["sig"] * s, LUT_RANGE["sig"] * s + 1) / s
+    luts["sig"] = np.round(s / (1 + np.exp(-x)))
+    x = np.arange(-LUT_RANGE["elu"] * s, 1) / s
+    luts["elu"] = np.round((np.exp(x) - 1) * s)
+    # coder tables (see tables.py): logistic CDF, inverse scale, exp for mixture weights / softmax
+    t = np.arange(-24 * s, 24 * s + 1) / s
+    luts["cdf"] = np.round(2.0**24 / (1 + np.exp(-t)))
+    ls = np.arange(-7 * s, 7 * s + 1) / s
+    luts["inv_scale"] = np.round(2.0**24 * np.exp(-ls) / 255)
+    d = np.arange(-24 * s, 1) / s
+    luts["exp"] = np.round(2.0**24 * np.exp(d))
+    return {k: v.astype(np.int64) for k, v in luts.items()}
+
+
+class ExactLayer:
+    """One integer convolution: weight (cout, cin, kh, kw), bias (cout,), mult = 2**-shift (cout,)."""
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor, shift: torch.Tensor):
+        self.w = w.to(torch.float64).contiguous()
+        self.b = b.to(torch.float64).view(1, -1, 1, 1)
+        self.shift = shift.to(torch.int64)
+        self.mult = torch.pow(2.0, -self.shift.to(torch.float64)).view(1, -1, 1, 1)
+
+
+class ExactModel:
+    """The integer network plus its lookup tables; everything the coder needs."""
+
+    def __init__(self, cfg: ModelConfig, layers: dict[str, ExactLayer], luts: dict[str, np.ndarray]):
+        self.cfg = cfg
+        self.layers = layers
+        self.luts = luts
+        self.specs = {s.name: s for s in network.conv_specs(cfg)}
+        self.s = 2**cfg.act_bits
+        self.t_luts = {k: torch.from_numpy(v.astype(np.float64)) for k, v in luts.items()}
+        self.check_bounds()
+
+    @classmethod
+    def from_float(cls, model: PixelCNN) -> ExactModel:
+        cfg = model.cfg
+        s = 2.0**cfg.act_bits
+        layers = {}
+        for spec in network.conv_specs(cfg):
+            name = spec.name
+            w = model.weight(name).detach().to(torch.float64).cpu()
+            b = model.biases[name.replace(".", "_")].detach().to(torch.float64).cpu()
+            if cfg.arch == "pixelcnnpp" and name == "head":
+                # means go to "u" units (255 x the [-1, 1] scale) so that pixel bins have integer edges
+                k, c = cfg.num_logistic_mix, cfg.in_channels
+                rows = slice(k, k + c * k)
+                w[rows] *= 255
+                b[rows] *= 255
+            s_in = 1 / 255 if spec.src == "x" else 1 / s  # value of one integer step of the input
+            wt = w * (s_in * s)  # weight mapping integer input to output in units of 2**-act_bits
+            m = wt.abs().flatten(1).amax(1)
+            _, expo = torch.frexp(m)  # m < 2**expo
+            shift = torch.where(m > 0, (cfg.weight_bits - 1) - expo, torch.zeros_like(expo))
+            wi = torch.round(wt * torch.pow(2.0, shift.double()).view(-1, 1, 1, 1))
+            bi = torch.round(b * s * torch.pow(2.0, shift.double()))
+            layers[name] = ExactLayer(wi, bi, shift)
+        return cls(cfg, layers, make_luts(cfg.act_bits))
+
+    def check_bounds(self) -> None:
+        """Prove that no partial sum can reach 2**52 (so float64 evaluation is exact)."""
+        for name, spec in self.specs.items():
+            layer = self.layers[name]
+            top_in = 255 if spec.src == "x" else CLAMP
+            worst = layer.w.abs().flatten(1).sum(1) * top_in + layer.b.abs().flatten()
+            if float(worst.max()) >= EXACT_LIMIT:
+                raise ValueError(f"layer {name}: partial sums may reach {float(worst.max()):.3g} >= 2**52")
+            if (layer.w != torch.round(layer.w)).any() or (layer.b != torch.round(layer.b)).any():
+                raise ValueError(f"layer {name}: weights are not integers")
+
+    def to(self, device) -> ExactModel:
+        for layer in self.layers.values():
+            layer.w, layer.b, layer.mult = layer.w.to(device), layer.b.to(device), layer.mult.to(device)
+        self.t_luts = {k: v.to(device) for k, v in self.t_luts.items()}
+        return self
+
+    # -- serialisation: plain tensors for safetensors ------------------------------------------
+    def state(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, layer in self.layers.items():
+            out[f"exact.{name}.w"] = layer.w.to(torch.int32).cpu().contiguous()
+            out[f"exact.{name}.b"] = layer.b.flatten().to(torch.int64).cpu().contiguous()
+            out[f"exact.{name}.shift"] = layer.shift.to(torch.int32).cpu().contiguous()
+        for k, v in self.luts.items():
+            out[f"lut.{k}"] = torch.from_numpy(v.astype(np.int64))
+        return out
+
+    @classmethod
+    def from_state(cls, cfg: ModelConfig, t: dict[str, torch.Tensor]) -> ExactModel:
+        layers = {}
+        for spec in network.conv_specs(cfg):
+            w, b, sh = (t[f"exact.{spec.name}.{k}"] for k in ("w", "b", "shift"))
+            if tuple(w.shape) != (spec.cout, spec.cin, spec.kh, spec.kw) or b.shape != (spec.cout,):
+                raise ValueError(f"layer {spec.name}: shape {tuple(w.shape)} does not match the config")
+            layers[spec.name] = ExactLayer(w, b, sh)
+        luts = {k[4:]: v.numpy().astype(np.int64) for k, v in t.items() if k.startswith("lut.")}
+        expected = make_luts_shapes(cfg.act_bits)
+        if {k: v.shape for k, v in luts.items()} != expected:
+            raise ValueError("lookup tables do not match the config")
+        return cls(cfg, layers, luts)
+
+
+def make_luts_shapes(act_bits: int) -> dict[str, tuple[int, ...]]:
+    s = 2**act_bits
+    return {
+        "tanh": (2 * LUT_RANGE["tanh"] * s + 1,),
+        "sig": (2 * LUT_RANGE["sig"] * s + 1,),
+        "elu": (LUT_RANGE["elu"] * s + 1,),
+        "cdf": (48 * s + 1,),
+        "inv_scale": (14 * s + 1,),
+        "exp": (24 * s + 1,),
+    }
+
+
+@contextlib.contextmanager
+def exact_mode():
+    """Inference settings under which float64 convolutions are plain exact sums."""
+    with torch.no_grad(), torch.backends.cudnn.flags(enabled=False):
+        yield
+
+
+class IntArith:
+    """Integer element-wise ops shared by every exact executor (tensors are float64 integers)."""
+
+    em: ExactModel
+
+    def _rq(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.floor(y + 0.5).clamp_(-CLAMP, CLAMP)
+
+    def _apply(self, name: str, window: torch.Tensor) -> torch.Tensor:
+        layer = self.em.layers[name]
+        return self._rq((F.conv2d(window, layer.w) + layer.b) * layer.mult)
+
+    def _lut(self, key: str, x: torch.Tensor, lo: int) -> torch.Tensor:
+        table = self.em.t_luts[key]
+        idx = (x.clamp(lo, lo + table.numel() - 1) - lo).long()
+        return table[idx]
+
+    def tanh(self, x):
+        return self._lut("tanh", x, -LUT_RANGE["tanh"] * self.em.s)
+
+    def sig(self, x):
+        return self._lut("sig", x, -LUT_RANGE["sig"] * self.em.s)
+
+    def elu(self, x):
+        return torch.where(x >= 0, x, self._lut("elu", x, -LUT_RANGE["elu"] * self.em.s))
+
+    def add(self, a, b):
+        return (a + b).clamp_(-CLAMP, CLAMP)
+
+    def celu(self, t):
+        return torch.cat([self.elu(t), self.elu(-t)], 1)
+
+    def relu(self, t):
+        return t.clamp(min=0)
+
+    def gate_tanh(self, t):
+        a, b = t.chunk(2, 1)
+        return self._rq(self.tanh(a) * self.sig(b) / self.em.s)
+
+    def gate_sig(self, t):
+        a, b = t.chunk(2, 1)
+        return self._rq(a * self.sig(b) / self.em.s)
+
+    def dropout(self, t):
+        return t
+
+
+class TileOps(IntArith):
+    """Whole tiles at once: the encoder's single parallel pass. x: (B, C+1, H, W)."""
+
+    def __init__(self, em: ExactModel, x: torch.Tensor):
+        self.em, self.t, self.h = em, {"x": x}, x.shape[2]
+
+    def put(self, name, t):
+        self.t[name] = t
+        return t
+
+    def conv(self, name, src):
+        spec = self.em.specs[name]
+        return self._apply(name, F.pad(self.t[src], pad_for(spec)))[:, :, : self.h]
+
+
+class RowOps(IntArith):
+    """One row i of the vertical stream, from cached rows above. Row tensors are (B, C, 1, W)."""
+
+    def __init__(self, em: ExactModel, x: torch.Tensor, history: dict[str, dict[int, torch.Tensor]], i: int):
+        self.em, self.x, self.history, self.i = em, x, history, i
+        self.cur: dict[str, torch.Tensor] = {}
+
+    def put(self, name, t):
+        self.cur[name] = t
+        return t
+
+    def _row(self, src: str, r: int) -> torch.Tensor:
+        # rows above the tile are zero padding, as in the whole-tile pass
+        if src == "x":
+            return self.x[:, :, r : r + 1] if r >= 0 else torch.zeros_like(self.x[:, :, :1])
+        if r == self.i:
+            return self.cur[src]  # every "v" source is computed earlier in the same row
+        return self.history[src][r] if r >= 0 else torch.zeros_like(self.cur[src])
+
+    def conv(self, name, src):
+        spec = self.em.specs[name]
+        rows = [self._row(src, self.i - spec.top + a) for a in range(spec.kh)]
+        strip = torch.cat(rows, 2)  # (B, Cin, kh, W)
+        strip = F.pad(strip, (spec.left, spec.kw - 1 - spec.left, 0, 0))
+        return self._apply(name, strip)
+
+
+class PosOps(IntArith):
+    """One position (i, j) of the horizontal stream. Position tensors are (B, C, 1, 1)."""
+
+    def __init__(self, em: ExactModel, stepper: Stepper, j: int):
+        self.em, self.st, self.j = em, stepper, j
+
+    def put(self, name, t):
+        buf = self.st.hrow.get(name)
+        if buf is None:
+            b, c = t.shape[:2]
+            buf = self.st.hrow[name] = t.new_zeros(b, c, 1, self.st.r + self.st.w)
+        buf[:, :, :, self.st.r + self.j] = t[:, :, :, 0]
+        return t
+
+    def conv(self, name, src):
+        spec, st, j = self.em.specs[name], self.st, self.j
+        if spec.src == "v":
+            window = st.vrow[src][:, :, :, j : j + 1]
+        elif src == "x":
+            window = st.xpad[:, :, st.i : st.i + 1, st.r + j - spec.left : st.r + j - spec.left + spec.kw]
+        else:
+            window = st.hrow[src][:, :, :, st.r + j - spec.left : st.r + j - spec.left + spec.kw]
+        return self._apply(name, window)
+
+
+class Stepper:
+    """Cached raster-order evaluation for a batch of same-shape tiles (the decoder's engine).
+
+    Usage per row i: `start_row(i)`, then for each column j: `params(j)` -> (B, P) integers and
+    `set_pixel(j, c, values)` for each channel. For "gated" models `params(j)` must be called again
+    after each channel is set (channel masks); PixelCNN++ needs one call per pixel.
+    """
+
+    def __init__(self, em: ExactModel, batch: int, height: int, width: int, device="cpu"):
+        cfg = em.cfg
+        self.em, self.h, self.w, self.r = em, height, width, cfg.kernel_size // 2
+        self.xpad = torch.zeros(batch, cfg.in_channels + 1, height, width + self.r, dtype=torch.float64, device=device)
+        self.xpad[:, -1, :, self.r :] = 255.0  # the "inside the image" channel
+        self.x = self.xpad[:, :, :, self.r :]  # a view: (B, C+1, H, W)
+        self.history: dict[str, dict[int, torch.Tensor]] = {}
+        self.hrow: dict[str, torch.Tensor] = {}
+        self.vrow: dict[str, torch.Tensor] = {}
+        self.i = -1
+
+    def start_row(self, i: int) -> None:
+        self.i = i
+        with exact_mode():
+            ops = RowOps(self.em, self.x, self.history, i)
+            network.v_stream(self.em.cfg, ops)
+        self.vrow = ops.cur
+        keep = self.r + 1  # the deepest window reads rows i-r .. i
+        for name, row in ops.cur.items():
+            hist = self.history.setdefault(name, {})
+            hist[i] = row
+            hist.pop(i - keep, None)
+
+    def params(self, j: int) -> torch.Tensor:
+        with exact_mode():
+            out = network.h_stream(self.em.cfg, PosOps(self.em, self, j))
+        return out[:, :, 0, 0]
+
+    def set_pixel(self, j: int, c: int, values: torch.Tensor) -> None:
+        self.x[:, c, self.i, j] = values.to(self.x) * 2 - 255
+
+
+def tile_params(em: ExactModel, pixels: torch.Tensor) -> torch.Tensor:
+    """The encoder's parallel pass: pixels (B, C, H, W) 0..255 -> integer params (B, P, H, W)."""
+    dev = em.layers["v_in"].w.device
+    with exact_mode():
+        ops = TileOps(em, network.pixels_to_input(pixels.to(dev)))
+        network.v_stream(em.cfg, ops)
+        return network.h_stream(em.cfg, ops)

@@ -1,0 +1,139 @@
+"""Exact probability tables: integer head outputs -> integer symbol frequencies for the coder.
+
+Everything here is numpy int64 arithmetic with lookup tables shipped in the model file, so the
+tables are a pure function of the integer head outputs on every machine. Bounds are noted where
+a product could get near 2**63.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pxzip.config import ModelConfig
+
+PRECISION = 24  # frequencies of one table sum to 2**PRECISION (constriction's default precision)
+CDF_BITS = 24  # the logistic CDF table is scaled by 2**CDF_BITS
+WEIGHT_BITS = 15  # mixture weights are renormalised to sum to about 2**WEIGHT_BITS
+MEAN_CLAMP_UNITS = 512  # means are clamped to +-512 "u" units (pixels span -255..255)
+LOG_SCALE_MIN, LOG_SCALE_MAX = -7, 7
+
+
+def to_freqs(mass: np.ndarray) -> np.ndarray:
+    """Non-negative integer masses (N, 256) -> frequencies >= 1 summing to 2**PRECISION per row."""
+    mass = mass.astype(np.int64)
+    total = mass.sum(1)
+    mass = np.where(total[:, None] > 0, mass, 1)  # an all-zero row becomes uniform
+    total = mass.sum(1)
+    # keep mass * 2**PRECISION below 2**63: bring every row's total under 2**38
+    _, bits = np.frexp(total.astype(np.float64))  # exact: totals are integers < 2**53
+    shift = np.maximum(bits - 38, 0).astype(np.int64)
+    mass = mass >> shift[:, None]
+    total = mass.sum(1)
+    mass = np.where(total[:, None] > 0, mass, 1)
+    total = mass.sum(1)
+    n = mass.shape[1]
+    freqs = 1 + (mass * ((1 << PRECISION) - n)) // total[:, None]
+    rest = (1 << PRECISION) - freqs.sum(1)  # >= 0 by construction, < n
+    freqs[np.arange(len(freqs)), freqs.argmax(1)] += rest
+    return freqs
+
+
+def softmax_freqs(logits: np.ndarray, luts: dict[str, np.ndarray]) -> np.ndarray:
+    """256-way softmax head: integer logits (N, 256) at 2**-act_bits -> frequencies."""
+    exp = luts["exp"]
+    d = logits - logits.max(1, keepdims=True)  # <= 0
+    idx = np.clip(d + (len(exp) - 1), 0, None)
+    return to_freqs(exp[idx])  # each <= 2**24, totals <= 2**32
+
+
+class Mixture:
+    """Discretised logistic mixture (PixelCNN++) for one batch of pixels, channel by channel.
+
+    params: (N, P) integers from the head. Call `freqs(c)` for channel c = 0, 1, 2 in order, and
+    `observe(c, values)` after channel c is known: later channels' means and the mixture weights
+    (the posterior given the earlier channels) depend on it.
+    """
+
+    def __init__(self, params: np.ndarray, cfg: ModelConfig, luts: dict[str, np.ndarray]):
+        self.cfg, self.luts = cfg, luts
+        self.s = 2**cfg.act_bits
+        k, c = cfg.num_logistic_mix, cfg.in_channels
+        n = len(params)
+        p = params.astype(np.int64)
+        self.mu = p[:, k : k + c * k].reshape(n, c, k).copy()
+        ls = np.clip(p[:, k + c * k : k + 2 * c * k].reshape(n, c, k), LOG_SCALE_MIN * self.s, LOG_SCALE_MAX * self.s)
+        self.inv = luts["inv_scale"][ls - LOG_SCALE_MIN * self.s]  # (N, C, K) at 2**-24, <= 2**26.1
+        tanh = luts["tanh"]
+        co = p[:, k + 2 * c * k :].reshape(n, -1, k)
+        half = (len(tanh) - 1) // 2
+        self.coef = tanh[np.clip(co + half, 0, len(tanh) - 1)]  # (N, 3, K) at 2**-act_bits, |.| <= s
+        self.weights = self._normalise(self._exp(p[:, :k]))
+        self.u: list[np.ndarray] = []  # observed channels, as u = 2p - 255
+
+    def _exp(self, logits: np.ndarray) -> np.ndarray:
+        exp = self.luts["exp"]
+        d = logits - logits.max(1, keepdims=True)
+        return exp[np.clip(d + (len(exp) - 1), 0, None)]
+
+    @staticmethod
+    def _normalise(w: np.ndarray) -> np.ndarray:
+        """Weights (N, K) <= 2**39 -> weights summing to about 2**15 (rows of zeros are kept)."""
+        total = w.sum(1, keepdims=True)
+        return np.where(total > 0, (w << WEIGHT_BITS) // np.maximum(total, 1), 0)
+
+    def _mean(self, c: int) -> np.ndarray:
+        m = self.mu[:, c].copy()  # (N, K) at 2**-act_bits, "u" units
+        if c == 1:
+            m += self.coef[:, 0] * self.u[0][:, None]
+        elif c == 2:
+            m += self.coef[:, 1] * self.u[0][:, None] + self.coef[:, 2] * self.u[1][:, None]
+        lim = MEAN_CLAMP_UNITS * self.s
+        return np.clip(m, -lim, lim)
+
+    def _cdf(self, c: int, edges_u: np.ndarray) -> np.ndarray:
+        """CDF of each component at bin edges (u units): (N, K, E) at 2**-CDF_BITS."""
+        cdf = self.luts["cdf"]
+        half = (len(cdf) - 1) // 2
+        d = edges_u[None, None, :] * self.s - self._mean(c)[:, :, None]  # |d| <= 2**20
+        t = (d * self.inv[:, c][:, :, None] + (1 << 23)) >> 24  # (N, K, E) at 2**-act_bits
+        return cdf[np.clip(t + half, 0, len(cdf) - 1)]
+
+    def _component_masses(self, c: int) -> np.ndarray:
+        """(N, K, 256) bin masses; pixel 0 and 255 take the tails."""
+        edges = np.arange(1, 256, dtype=np.int64) * 2 - 256  # between pixel p-1 and p, in u units
+        cdf = self._cdf(c, edges)
+        n, k = cdf.shape[:2]
+        full = np.concatenate([np.zeros((n, k, 1), np.int64), cdf, np.full((n, k, 1), 1 << CDF_BITS)], 2)
+        return np.diff(full, axis=2)
+
+    def freqs(self, c: int) -> np.ndarray:
+        masses = self._component_masses(c)
+        mix = (self.weights[:, :, None] * masses).sum(1)  # <= 2**15 * 2**24 * K
+        self._last = (c, masses)
+        return to_freqs(mix)
+
+    def observe(self, c: int, values: np.ndarray) -> None:
+        values = values.astype(np.int64)
+        if getattr(self, "_last", (None,))[0] == c:
+            masses = self._last[1]
+        else:
+            masses = self._component_masses(c)
+        m = np.take_along_axis(masses, values[:, None, None], 2)[:, :, 0]  # (N, K) <= 2**24
+        post = self.weights * m  # <= 2**39
+        self.weights = np.where(post.sum(1, keepdims=True) > 0, self._normalise(post), self.weights)
+        self.u.append(values * 2 - 255)
+
+
+def head_freqs_all(params: np.ndarray, pixels: np.ndarray, cfg: ModelConfig, luts) -> np.ndarray:
+    """Encoder side: params (N, P), the known pixels (N, C) -> frequencies (N, C, 256)."""
+    n, c = pixels.shape
+    out = np.empty((n, c, 256), np.int64)
+    if cfg.arch == "gated":
+        for ch in range(c):
+            out[:, ch] = softmax_freqs(params[:, ch * 256 : (ch + 1) * 256], luts)
+        return out
+    mix = Mixture(params, cfg, luts)
+    for ch in range(c):
+        out[:, ch] = mix.freqs(ch)
+        mix.observe(ch, pixels[:, ch])
+    return out

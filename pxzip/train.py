@@ -1,0 +1,181 @@
+"""Model-agnostic training loop: Adam + decay, EMA weights, bf16/channels_last, checkpoints, resume."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from pxzip.config import ModelConfig
+from pxzip.model import PixelCNN
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/default"  # checkpoints, logs, exported model
+    batch_size: int = 32  # images (or crops) per step
+    lr: float = 2e-3  # Adam learning rate at step 0
+    lr_decay: float = 0.99995  # multiplicative decay per step
+    ema: float = 0.999  # Polyak averaging of weights; the EMA copy is evaluated and exported
+    max_steps: int = 10_000  # stop after this many optimiser steps
+    max_minutes: float = 0.0  # stop after this wall time (0 = no limit)
+    ckpt_minutes: float = 5.0  # write a checkpoint this often
+    eval_every: int = 1000  # steps between held-out evaluations
+    eval_images: int = 500  # held-out images per evaluation
+    seed: int = 0  # torch/numpy seed
+    bf16: bool = False  # bf16 autocast on CPU/CUDA (faster here; weights stay float32)
+    channels_last: bool = False  # NHWC memory format
+    device: str = "cpu"  # "cpu" or "cuda"
+    threads: int = 0  # torch threads (0 = torch default)
+    grad_clip: float = 1.0  # global gradient-norm clip
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Trainer:
+    """Trains any model with `.nll(batch) -> bits/dim` on uint8 NCHW batches from an iterator."""
+
+    def __init__(self, model: PixelCNN, cfg: TrainConfig, train_batches, eval_data: torch.Tensor | None):
+        self.model, self.cfg = model, cfg
+        self.train_batches, self.eval_data = train_batches, eval_data
+        self.dev = torch.device(cfg.device)
+        self.model.to(self.dev)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.ema = copy.deepcopy(model).eval()
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma=cfg.lr_decay)
+        self.step = 0
+        self.history: list[dict] = []
+        self.out = Path(cfg.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    # -- checkpoints: safetensors for every tensor, JSON metadata for the rest (no pickle) --
+    def save(self) -> Path:
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        tensors |= {f"ema.{k}": v.detach().cpu().contiguous() for k, v in self.ema.state_dict().items()}
+        sd = self.opt.state_dict()
+        for pid, st in sd["state"].items():
+            for name, val in st.items():
+                tensors[f"opt.{pid}.{name}"] = torch.as_tensor(val).detach().cpu().contiguous()
+        meta = {
+            "model_config": self.model.cfg.to_json(),
+            "train_config": json.dumps(asdict(self.cfg)),
+            "step": str(self.step),
+            "history": json.dumps(self.history),
+            "param_groups": json.dumps(sd["param_groups"]),
+            "sched": json.dumps(self.sched.state_dict()),
+        }
+        path = self.out / "checkpoint.safetensors"
+        tmp = path.with_suffix(".tmp")
+        save_file(tensors, str(tmp), metadata=meta)
+        tmp.replace(path)  # atomic: a stopped run never leaves a half checkpoint
+        return path
+
+    def resume(self, path: Path) -> None:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+        t = load_file(str(path))
+        self.model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+        self.ema.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema.")})
+        state: dict[int, dict] = {}
+        for k, v in t.items():
+            if k.startswith("opt."):
+                _, pid, name = k.split(".", 2)
+                state.setdefault(int(pid), {})[name] = v.to(self.dev)
+        self.opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+        self.sched.load_state_dict(json.loads(meta["sched"]))
+        self.step = int(meta["step"])
+        self.history = json.loads(meta["history"])
+        _log(f"resumed from {path} at step {self.step}")
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        if self.eval_data is None:
+            return float("nan")
+        total, n = 0.0, 0
+        for i in range(0, len(self.eval_data), 100):
+            xb = self.eval_data[i : i + 100].to(self.dev)
+            with self._autocast():
+                total += float(self.ema.nll(xb)) * len(xb)
+            n += len(xb)
+        return total / n
+
+    def _autocast(self):
+        return torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        for pe, pm in zip(self.ema.parameters(), self.model.parameters()):
+            pe.lerp_(pm, 1 - self.cfg.ema)
+
+    def fit(self) -> list[dict]:
+        cfg = self.cfg
+        from tqdm import tqdm
+
+        t0 = time.time()
+        last_ckpt = time.time()
+        bar = tqdm(total=cfg.max_steps, initial=self.step, file=sys.stderr, dynamic_ncols=True, mininterval=2)
+        running = None
+        self.model.train()
+        while self.step < cfg.max_steps:
+            xb = next(self.train_batches).to(self.dev)
+            if cfg.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                loss = self.model.nll(xb)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.opt.step()
+            self.sched.step()
+            self._update_ema()
+            self.step += 1
+            lv = float(loss)
+            running = lv if running is None or not math.isfinite(running) else 0.98 * running + 0.02 * lv
+            bar.update(1)
+            bar.set_postfix(bpd=f"{running:.3f}", lr=f"{self.sched.get_last_lr()[0]:.2e}")
+            done = self.step >= cfg.max_steps or (cfg.max_minutes and time.time() - t0 > 60 * cfg.max_minutes)
+            if self.step % cfg.eval_every == 0 or done:
+                ev = self.evaluate()
+                rec = {"step": self.step, "train_bpd": running, "eval_bpd": ev, "minutes": (time.time() - t0) / 60}
+                self.history.append(rec)
+                _log(f"step {self.step}: train {running:.4f} bpd, held-out (EMA) {ev:.4f} bpd")
+                with open(self.out / "log.jsonl", "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+            if done or time.time() - last_ckpt > 60 * cfg.ckpt_minutes:
+                self.save()
+                last_ckpt = time.time()
+            if done:
+                break
+        bar.close()
+        return self.history
+
+
+def batches_from_array(images_nchw: torch.Tensor, batch_size: int, seed: int):
+    """Endless shuffled mini-batches (B, C, H, W) uint8 from an in-memory array."""
+    g = np.random.default_rng(seed)
+    n = len(images_nchw)
+    while True:
+        perm = torch.from_numpy(g.permutation(n))
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield images_nchw[perm[i : i + batch_size]]
+
+
+def build(model_cfg: ModelConfig, seed: int) -> PixelCNN:
+    torch.manual_seed(seed)
+    return PixelCNN(model_cfg)

@@ -1,0 +1,192 @@
+"""Model files and the shipped model zoo: safetensors weights, hash-checked, found by name or id.
+
+A model file holds the float weights ("float.*", for NLL and fine-tuning), the exact integer
+network ("exact.*", the only part the coder uses), the lookup tables ("lut.*") and metadata:
+format tag, name and the ModelConfig as JSON, so the file rebuilds its model alone. A .pxz file
+names its models by the first 2 bytes of the file's sha256 (`Model.id`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pxzip.config import ModelConfig
+from pxzip.errors import ModelFileError, ModelNotFoundError, UsageError
+from pxzip.exact import ExactModel
+
+MODEL_FORMAT = "pxzip-model-1"
+
+# Shipped models: name -> sha256 of the weights file (checked on every load).
+REGISTRY: dict[str, str] = {}
+DEFAULTS = {"rgb": "pxz-rgb-cifar", "gray": "pxz-gray-cifar"}  # model used per plane kind
+
+
+def models_dir() -> Path:
+    """Where the shipped weights live: the installed package data, else the repo's models/."""
+    try:
+        import pxzip_models  # the repo's models/ folder, installed as package data
+
+        for p in pxzip_models.__path__:
+            if Path(p).is_dir():
+                return Path(p)
+    except ImportError:
+        pass
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+def _load_registry() -> None:
+    reg = models_dir() / "zoo.json"
+    if reg.is_file() and not REGISTRY:
+        REGISTRY.update(json.loads(reg.read_text())["models"])
+
+
+def registry() -> dict[str, str]:
+    """Shipped model names -> sha256 of their weights files."""
+    _load_registry()
+    return dict(REGISTRY)
+
+
+@dataclass
+class Model:
+    """A loaded model: config, exact network, identity."""
+
+    name: str
+    sha256: str
+    cfg: ModelConfig
+    exact: ExactModel
+    path: Path | None = None
+
+    @property
+    def id(self) -> bytes:
+        return bytes.fromhex(self.sha256[:4])
+
+    @property
+    def kind(self) -> str:
+        return "rgb" if self.cfg.in_channels == 3 else "gray"
+
+    def float_model(self):
+        """The float PixelCNN (for NLL / training), rebuilt from the same file."""
+        from safetensors.torch import load_file
+
+        from pxzip.model import PixelCNN
+
+        t = load_file(str(self.path))
+        m = PixelCNN(self.cfg)
+        m.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("float.")})
+        return m.eval()
+
+
+def save_model(path: str | Path, float_model, name: str, extra: dict | None = None) -> str:
+    """Export a trained float model with its exact integer version; returns the file's sha256."""
+    from safetensors.torch import save_file
+
+    em = ExactModel.from_float(float_model)
+    tensors = {f"float.{k}": v.detach().cpu().float().contiguous() for k, v in float_model.state_dict().items()}
+    tensors |= em.state()
+    meta = {"format": MODEL_FORMAT, "name": name, "config": float_model.cfg.to_json()}
+    meta |= {k: json.dumps(v) for k, v in (extra or {}).items()}
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+_CACHE: dict[str, Model] = {}
+
+
+def load_file(path: str | Path, expected_sha256: str | None = None) -> Model:
+    """Load a model file; refuses tampered, foreign or inconsistent files with ModelFileError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
+
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read model file {path}: {e.strerror}") from None
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest in _CACHE:
+        return _CACHE[digest]
+    if expected_sha256 and digest != expected_sha256:
+        raise ModelFileError(
+            f"model file {path} has sha256 {digest[:12]}..., expected {expected_sha256[:12]}...: refusing it"
+        )
+    try:
+        tensors = st_load(raw)  # the very bytes that were hashed
+        n = int.from_bytes(raw[:8], "little")
+        meta = json.loads(raw[8 : 8 + n]).get("__metadata__") or {}
+        if meta.get("format") != MODEL_FORMAT:
+            raise ModelFileError(f"{path} is not a pxzip model file (format {meta.get('format')!r})")
+        cfg = ModelConfig.from_json(meta["config"])
+        exact = ExactModel.from_state(cfg, tensors)
+    except ModelFileError:
+        raise
+    except (SafetensorError, KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise ModelFileError(f"{path} is not a valid pxzip model file ({type(e).__name__}: {e})") from None
+    model = Model(meta.get("name", path.stem), digest, cfg, exact, path)
+    _CACHE[digest] = model
+    return model
+
+
+def installed() -> dict[str, Path]:
+    """Shipped models plus any in $PXZIP_MODELS (a folder of .safetensors files), by name."""
+    _load_registry()
+    found = {name: models_dir() / f"{name}.safetensors" for name in REGISTRY}
+    extra = os.environ.get("PXZIP_MODELS")
+    if extra:
+        for p in sorted(Path(extra).glob("*.safetensors")):
+            found.setdefault(p.stem, p)
+    return found
+
+
+def load_model(name_or_path: str | Path | Model) -> Model:
+    """A model by zoo name or by file path (hash-checked against the registry for zoo models)."""
+    if isinstance(name_or_path, Model):
+        return name_or_path
+    _load_registry()
+    known = installed()
+    key = str(name_or_path)
+    if key in known:
+        return load_file(known[key], REGISTRY.get(key))
+    p = Path(key)
+    if p.suffix == ".safetensors" or p.is_file():
+        if not p.is_file():
+            raise UsageError(f"model file {p} does not exist")
+        return load_file(p)
+    raise UsageError(f"unknown model {key!r} (installed: {', '.join(sorted(known)) or 'none'})")
+
+
+def default_model(kind: str) -> Model:
+    return load_model(DEFAULTS[kind])
+
+
+def find_by_id(model_id: bytes, candidates: list[Model] | None = None) -> Model:
+    """The model a .pxz file names by id, among the given ones and everything installed."""
+    for m in candidates or []:
+        if m.id == model_id:
+            return m
+    for name, path in installed().items():
+        if not path.is_file():
+            continue
+        expected = REGISTRY.get(name)
+        if expected and expected[:4] != model_id.hex():
+            continue  # cheap: zoo ids are known without reading the file
+        m = load_file(path, expected)
+        if m.id == model_id:
+            return m
+    raise ModelNotFoundError(
+        f"this file was made with model id {model_id.hex()}, which is not installed "
+        "(pass it with --model FILE, or put it in $PXZIP_MODELS)"
+    )
+
+
+def weights_to_device(model: Model, device: str | torch.device) -> Model:
+    model.exact.to(device)
+    return model
