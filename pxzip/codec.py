@@ -75,8 +75,11 @@ def _gather(plane: np.ndarray, unit: Unit) -> np.ndarray:
     return np.stack([plane[y : y + th, x : x + tw] for y, x in unit.origins])  # (n, th, tw, C)
 
 
-def encode_unit(enc, model: zoo.Model, tiles_px: np.ndarray) -> None:
-    """Encode tiles (n, th, tw, C) uint8 into the range coder, in the canonical order."""
+def encode_unit(enc, model: zoo.Model, tiles_px: np.ndarray, trace: list | None = None) -> None:
+    """Encode tiles (n, th, tw, C) uint8 into the range coder, in the canonical order.
+
+    trace: if a list, the frequency of each coded symbol is appended to it (see `compress`).
+    """
     n, th, tw, c = tiles_px.shape
     em = model.exact
     x = torch.from_numpy(np.ascontiguousarray(tiles_px.transpose(0, 3, 1, 2)))
@@ -91,6 +94,9 @@ def encode_unit(enc, model: zoo.Model, tiles_px: np.ndarray) -> None:
         fr = fr.reshape(tw, n, c, 256).transpose(0, 2, 1, 3)  # order (j, c, lane)
         sym = px.reshape(tw, n, c).transpose(0, 2, 1).reshape(-1).astype(np.int32)
         enc.encode(sym, FAMILY, _probs(fr))
+        if trace is not None:  # frequency of the coded symbol, same (j, c, lane) order
+            f = np.take_along_axis(fr, sym.astype(np.int64).reshape(tw, c, n, 1), 3)
+            trace.append(f.reshape(-1))
 
 
 def decode_units(model: zoo.Model, shape: tuple[int, int], parts: list[tuple[object, int]]) -> np.ndarray:
@@ -143,11 +149,14 @@ def _as_models(model) -> list[zoo.Model]:
     return [zoo.load_model(model)]
 
 
-def compress(image, model=None, *, tile: int | None = None) -> bytes:
+def compress(image, model=None, *, tile: int | None = None, trace: list | None = None) -> bytes:
     """Losslessly compress an image (PIL image or uint8 numpy array) to .pxz bytes.
 
     model: None (shipped defaults), a zoo name, a path, a loaded Model, or a list of them (one per
     plane kind, "rgb" and/or "gray"). tile: tile side (power of two) or 0 for one tile.
+    trace: if a list, int64 arrays are appended to it holding, in coding order, the exact
+    frequency (out of 2**tables.PRECISION) the coder used for every coded symbol: the ideal code
+    length is `ideal_bits(trace)`. Tracing never changes the bytes.
     """
     split = planes.split(planes.to_image(image))
     h, w = split.pixels.shape[:2]
@@ -168,8 +177,16 @@ def compress(image, model=None, *, tile: int | None = None) -> bytes:
     )
     enc = constriction.stream.queue.RangeEncoder()
     for unit in units_for(h, w, tile_log2, len(split.planes)):
-        encode_unit(enc, models[split.kinds[unit.plane]], _gather(split.planes[unit.plane], unit))
+        encode_unit(enc, models[split.kinds[unit.plane]], _gather(split.planes[unit.plane], unit), trace)
     return container.pack(header, container.words_to_bytes(enc.get_compressed()))
+
+
+def ideal_bits(trace: list[np.ndarray]) -> float:
+    """Ideal code length in bits of traced symbols: sum of -log2(freq / 2**PRECISION)."""
+    if not trace:
+        return 0.0
+    f = np.concatenate([np.asarray(t, np.int64).reshape(-1) for t in trace])
+    return float(np.sum(tables.PRECISION - np.log2(f.astype(np.float64))))
 
 
 @dataclass

@@ -24,3 +24,28 @@ def shared_data() -> Path:
     if path is None:
         pytest.skip("shared data not found (set PXZIP_DATA or clone next to ../shared/data)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict:
+    """Tiny random-weight models of every architecture and kind, saved as real model files.
+
+    Keys: "pp_rgb", "pp_gray", "gated_rgb", "gated_gray" -> pxzip.zoo.Model; "dir" -> their folder.
+    Random weights give poor rates but exercise exactly the same code paths as trained ones.
+    """
+    import torch
+
+    from pxzip import zoo
+    from pxzip.config import ModelConfig
+    from pxzip.model import PixelCNN
+
+    folder = tmp_path_factory.mktemp("models")
+    out: dict = {"dir": folder}
+    torch.manual_seed(1234)
+    for arch, short in (("pixelcnnpp", "pp"), ("gated", "gated")):
+        for kind, c in (("rgb", 3), ("gray", 1)):
+            cfg = ModelConfig(arch=arch, in_channels=c, num_filters=8, num_resnet=1, num_logistic_mix=2)
+            path = folder / f"tiny-{short}-{kind}.safetensors"
+            zoo.save_model(path, PixelCNN(cfg), f"tiny-{short}-{kind}")
+            out[f"{short}_{kind}"] = zoo.load_file(path)
+    return out
