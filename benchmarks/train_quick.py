@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -64,7 +65,6 @@ if a.bench:
     print("img/s", a.bench * a.bs / (time.time() - t), float(loss), file=sys.stderr)
     sys.exit()
 tr = Trainer(model, tc, batches_from_array(train, a.bs, 0), held[:500])
-from pathlib import Path
 
 if a.resume and (Path(a.out) / "checkpoint.safetensors").exists():
     tr.resume(Path(a.out) / "checkpoint.safetensors")

@@ -87,9 +87,7 @@ class JXL(Codec):
         import imagecodecs
 
         arr = _as_2d_or_rgb(img)
-        return bytes(
-            imagecodecs.jpegxl_encode(arr, lossless=True, effort=self.effort, numthreads=1)
-        )
+        return bytes(imagecodecs.jpegxl_encode(arr, lossless=True, effort=self.effort, numthreads=1))
 
     def decode(self, data: bytes) -> np.ndarray:
         import imagecodecs
@@ -135,9 +133,7 @@ def same_pixels(original: np.ndarray, decoded: np.ndarray) -> bool:
     return dec.shape == orig.shape and dec.dtype == orig.dtype and bool(np.array_equal(dec, orig))
 
 
-def run_baselines(
-    images: Sequence[np.ndarray], names: Iterable[str] = ("png", "webp", "jxl-e7")
-) -> dict[str, dict]:
+def run_baselines(images: Sequence[np.ndarray], names: Iterable[str] = ("png", "webp", "jxl-e7")) -> dict[str, dict]:
     """Code every image alone with each named codec; bpd, timings and exactness per codec.
 
     Per codec: "bpd" (list, one per image), "mean" (over images), "pooled" (total bits /

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -12,6 +15,8 @@ import numpy as np
 
 from pxzip import codec, container, zoo
 from pxzip.errors import PxzError, UnsupportedImageError, UsageError
+from pxzip.train_cli import sample as sample_cmd
+from pxzip.train_cli import train as train_cmd
 
 MODE_CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 1, "1": 1}
 IMAGE_SUFFIXES = {".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".webp"}
@@ -21,23 +26,48 @@ def _err(msg: str) -> None:
     click.echo(f"pxzip: {msg}", err=True)
 
 
+def _check_output(path: str, force: bool) -> None:
+    """Refuse an output that exists (without --force) or is a directory, before any slow work."""
+    if path == "-":
+        return
+    out = Path(path)
+    if out.is_dir():
+        raise UsageError(f"{path} is a directory")
+    if out.exists() and not force:
+        raise UsageError(f"{path} already exists (use --force to overwrite)")
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; put it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str, data: bytes | None, force: bool, save=None) -> None:
     """Write `data` (or call save(tmp_path)) to path via a temp file + rename: never a partial file."""
     if path == "-":
         sys.stdout.buffer.write(data if data is not None else b"")
         sys.stdout.buffer.flush()
         return
+    _check_output(path, force)
     out = Path(path)
-    if out.exists() and not force:
-        raise UsageError(f"{path} already exists (use --force to overwrite)")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent if str(out.parent) else ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as e:  # missing or read-only output folder: a user error, not a traceback
+        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             if data is not None:
                 f.write(data)
         if save is not None:
             save(tmp)
+        # mkstemp creates the file 0600; give the output the permissions a plain open() would have
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, out)
+    except OSError as e:  # disk full, output turned into a directory meanwhile, ...
+        Path(tmp).unlink(missing_ok=True)
+        raise PxzError(f"cannot write {path}: {e.strerror or e}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -79,13 +109,25 @@ def _outputs(inputs: tuple[str, ...], output: str | None, suffix: str) -> list[s
     return outs
 
 
-def _run_each(inputs, outputs, work, quiet: bool) -> None:
-    """Run work(inp, out) per file; report each failure in one line; exit with the first code."""
+def _run_each(inputs, outputs, work, quiet: bool, force: bool = False) -> None:
+    """Run work(inp, out) per file; report each failure in one line; exit with the first code.
+
+    outputs[i] is None for commands that write no file (info).
+    """
     code = 0
+    taken: set[str] = set()
     for inp, out in zip(inputs, outputs):
         try:
-            if _same_file(inp, out):
-                raise UsageError(f"refusing to overwrite the input {inp}")
+            if out is not None and out != "-":
+                # any input, not only this one: `compress a.png a.pxz -f` must not clobber a.pxz
+                clobbered = next((i for i in inputs if _same_file(i, out)), None)
+                if clobbered is not None:
+                    raise UsageError(f"refusing to overwrite the input {clobbered}")
+                key = os.path.abspath(out)
+                if key in taken:  # `compress a.png a.bmp` -> a.pxz twice: never overwrite our own output
+                    raise UsageError(f"{out} is already the output of an earlier input")
+                taken.add(key)
+                _check_output(out, force)  # fail before the slow coding, not after
             msg = work(inp, out)
             if msg and not quiet:
                 click.echo(msg, err=True)
@@ -96,11 +138,103 @@ def _run_each(inputs, outputs, work, quiet: bool) -> None:
         sys.exit(code)
 
 
+# Raw modes with 16 bits per sample that Pillow loads into an 8-bit mode by dropping the low byte
+# (16-bit RGB/RGBA/LA PNG, 16-bit RGB(A) TIFF): coding those would silently lose data.
+_NARROWED_RAWMODE = re.compile(r";16[BLN]$")
+_EIGHT_BIT_MODES = set(MODE_CHANNELS)
+
+
+def _is_narrowed(img) -> bool:
+    """True when loading `img` would cut wider samples to 8 bits (must be asked before load())."""
+    if img.mode not in _EIGHT_BIT_MODES:
+        return False  # I;16, I, F, ... keep their depth; codec refuses those modes by name
+    for tile in img.tile:
+        decoder, args = tile[0], tile[3]
+        raw = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else ""
+        if isinstance(raw, str) and _NARROWED_RAWMODE.search(raw):
+            return True
+        # PPM/PNM with maxval > 255 is rescaled to 0..255 by the "ppm" decoders
+        if decoder in ("ppm", "ppm_plain") and isinstance(args, tuple) and len(args) > 1:
+            if isinstance(args[1], int) and args[1] > 255:
+                return True
+    return False
+
+
+def _open_image(raw: bytes):
+    """Decode image file bytes with Pillow; anything pxzip cannot code exactly is an UnsupportedImageError."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(raw))
+        narrowed = _is_narrowed(img)
+        frames = getattr(img, "n_frames", 1)
+        img.load()
+    except UnidentifiedImageError:  # its message names a BytesIO object, useless to the user
+        raise UnsupportedImageError("not an image file (or a format Pillow cannot read)") from None
+    except Exception as e:  # Pillow's plugins raise anything on hostile input (struct.error, bomb errors, ...)
+        detail = " ".join(str(e).split()) or type(e).__name__
+        raise UnsupportedImageError(f"cannot read image: {detail}") from None
+    if narrowed:
+        raise UnsupportedImageError(f"{img.mode} image with 16-bit samples is not supported (pxzip codes 8-bit images)")
+    if frames > 1:
+        # only the current frame would be coded: refuse rather than drop the others silently
+        raise UnsupportedImageError(f"image has {frames} frames (animations and multi-page files are not supported)")
+    return img
+
+
+def _output_format(out: str) -> tuple[str, dict]:
+    """Pillow format name and save options for an output path ('-' = PNG)."""
+    suffix = Path(out).suffix.lower() if out != "-" else ".png"
+    if suffix not in IMAGE_SUFFIXES:
+        raise UsageError(
+            f"cannot write {suffix or 'an image without suffix'}: use one of {', '.join(sorted(IMAGE_SUFFIXES))}"
+        )
+    fmt = {".tif": "TIFF", ".tiff": "TIFF", ".pgm": "PPM", ".pbm": "PPM"}.get(suffix, suffix[1:].upper())
+    return fmt, ({"lossless": True} if fmt == "WEBP" else {})
+
+
+def _check_can_save(mode: str, fmt: str, kw: dict) -> None:
+    """Refuse e.g. an LA image as BMP up front, by saving a 1x1 probe, instead of after the slow decode."""
+    from PIL import Image
+
+    try:
+        Image.new(mode, (1, 1)).save(io.BytesIO(), format=fmt, **kw)
+    except Exception:  # Pillow says KeyError, OSError or ValueError depending on the plugin
+        raise UsageError(f"cannot write a {mode} image as {fmt}: use .png") from None
+
+
+def _model_names() -> dict[bytes, str]:
+    """Model id -> name for the zoo and $PXZIP_MODELS; hashes files instead of loading them."""
+    reg = zoo.registry()
+    names = {bytes.fromhex(sha[:4]): n for n, sha in reg.items()}
+    for name, path in zoo.installed().items():
+        if name in reg:
+            continue
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            continue
+        names.setdefault(bytes.fromhex(digest[:4]), name)
+    return names
+
+
 def _models(names: tuple[str, ...]) -> list[zoo.Model]:
     return [zoo.load_model(n) for n in names]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+class _Group(click.Group):
+    """Turns a PxzError raised outside the per-file loop (bad -m, -o with several inputs, ...) into
+    its one-line message and exit code, whether run by main() or by click's test runner."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except PxzError as e:
+            _err(str(e))
+            ctx.exit(e.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="pxzip", message="%(prog)s %(version)s")
 def cli() -> None:
     """Lossless image compression with an exact PixelCNN entropy model."""
@@ -118,19 +252,11 @@ def cli() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="no per-file summary")
 def compress(inputs, output, model_names, tile, force, verify, quiet) -> None:
     """Compress images (PNG, BMP, TIFF, ...; '-' = stdin) to .pxz files."""
-    from PIL import Image, UnidentifiedImageError
-
     models = _models(model_names)
 
     def work(inp: str, out: str) -> str:
         raw = _read_input(inp)
-        import io
-
-        try:
-            img = Image.open(io.BytesIO(raw))
-            img.load()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise UnsupportedImageError(f"cannot read image: {e}") from None
+        img = _open_image(raw)
         try:
             data = codec.compress(img, models or None, tile=tile)
         except ValueError as e:
@@ -144,7 +270,7 @@ def compress(inputs, output, model_names, tile, force, verify, quiet) -> None:
         dims = img.width * img.height * MODE_CHANNELS[img.mode]
         return f"{inp} -> {out}: {len(raw)} -> {len(data)} bytes, {8 * len(data) / dims:.3f} bits/dim"
 
-    _run_each(inputs, _outputs(inputs, output, ".pxz"), work, quiet)
+    _run_each(inputs, _outputs(inputs, output, ".pxz"), work, quiet, force)
 
 
 @cli.command()
@@ -158,17 +284,12 @@ def decompress(inputs, output, model_names, force, quiet) -> None:
     models = _models(model_names)
 
     def work(inp: str, out: str) -> str:
-        img = codec.decompress_image(_read_input(inp), models or None)
-        suffix = Path(out).suffix.lower() if out != "-" else ".png"
-        if suffix not in IMAGE_SUFFIXES:
-            raise UsageError(
-                f"cannot write {suffix or 'an image without suffix'}: use one of {', '.join(sorted(IMAGE_SUFFIXES))}"
-            )
-        fmt = {".tif": "TIFF", ".tiff": "TIFF", ".pgm": "PPM", ".pbm": "PPM"}.get(suffix, suffix[1:].upper())
-        kw = {"lossless": True} if fmt == "WEBP" else {}
+        fmt, kw = _output_format(out)
+        data = _read_input(inp)
+        header, _ = container.unpack(data)
+        _check_can_save(header.mode, fmt, kw)
+        img = codec.decompress_image(data, models or None)
         if out == "-":
-            import io
-
             buf = io.BytesIO()
             img.save(buf, format=fmt, **kw)
             write_atomic(out, buf.getvalue(), force)
@@ -176,7 +297,7 @@ def decompress(inputs, output, model_names, force, quiet) -> None:
             write_atomic(out, None, force, save=lambda tmp: img.save(tmp, format=fmt, **kw))
         return f"{inp} -> {out}: {img.width}x{img.height} {img.mode}"
 
-    _run_each(inputs, _outputs(inputs, output, ".png"), work, quiet)
+    _run_each(inputs, _outputs(inputs, output, ".png"), work, quiet, force)
 
 
 @cli.command()
@@ -184,20 +305,26 @@ def decompress(inputs, output, model_names, force, quiet) -> None:
 def info(inputs) -> None:
     """Show the header of .pxz files: format, model, size, mode, payload, bits/dim."""
 
-    def work(inp: str, _out: str) -> str:
+    names: dict[bytes, str] | None = None
+
+    def work(inp: str, _out: None) -> str:
+        nonlocal names
         data = _read_input(inp)
         h, payload = container.unpack(data)
+        version = data[len(container.MAGIC)] >> 4  # the file's own version, not the newest this build reads
         dims = h.width * h.height * MODE_CHANNELS[h.mode]
-        names = {bytes.fromhex(sha[:4]): n for n, sha in zoo.registry().items()}
-        ids = ", ".join(f"{names[i]} ({i.hex()})" if i in names else i.hex() for i in h.model_ids)
+        if names is None:
+            names = _model_names()
+        ids = ", ".join(f"{names[i]} ({i.hex()})" if i in names else f"{i.hex()} (not installed)" for i in h.model_ids)
         tile = f"{1 << h.tile_log2}x{1 << h.tile_log2}" if h.tile_log2 else "none"
         click.echo(
-            f"{inp}: pxz format {container.FORMAT_VERSION}, {h.width}x{h.height} {h.mode}, models {ids}, tiles {tile}, "
+            f"{inp}: pxz format {version}, {h.width}x{h.height} {h.mode}, models {ids}, tiles {tile}, "
             f"header {len(data) - len(payload)} B, payload {len(payload)} B, {8 * len(data) / dims:.4f} bits/dim"
         )
         return ""
 
-    _run_each(inputs, list(inputs), work, quiet=True)
+    # info writes no file: no output to check against the inputs (it used to refuse every real file)
+    _run_each(inputs, [None] * len(inputs), work, quiet=True)
 
 
 @cli.command(name="models")
@@ -214,9 +341,61 @@ def list_models() -> None:
             click.echo(f"{name:20s} BROKEN: {e}")
 
 
+@cli.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), help="CIFAR-10 folder [default: shared data]")
+@click.option("--download", is_flag=True, help="download CIFAR-10 into --data-dir first (md5-checked)")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", help="CIFAR-10 split")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="only the first N images")
+@click.option("-m", "--model", "model_names", multiple=True, help="model name or file (one per plane kind)")
+@click.option("--baselines", default="png,webp,jxl-e7", help="comma list of png, webp, jxl-e7, jxl-e9; or none")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write every number as JSON")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="per-image bits/dim histogram (PNG)")
+@click.option("--batch", type=click.IntRange(min=1), default=256, help="images per decompress_many call")
+@click.option("--tile", type=int, default=None, help="tile side, as for compress")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads [default: torch's choice]")
+def bench(
+    sources, data_dir, download, split, limit, model_names, baselines, json_path, plot_path, batch, tile, threads
+) -> None:
+    """Benchmark on CIFAR-10 (`bench cifar10`) or on image files and folders (`bench PATH...`).
+
+    Every image is compressed and decoded again; a failed or inexact round trip exits 1.
+    Reports bits/dim (float NLL, exact tables' ideal length, payload, whole file), speed,
+    memory and baselines. To bench a folder named cifar10, write ./cifar10.
+    """
+    import torch
+
+    from pxzip import bench as B
+
+    if threads:
+        torch.set_num_threads(threads)
+    names = B.parse_baselines(baselines)
+    if plot_path:
+        B.check_plot_available()
+    ctx = click.get_current_context()
+    cifar_opts = [o for o in ("data_dir", "download", "split") if ctx.get_parameter_source(o).name == "COMMANDLINE"]
+    items, dataset, source = B.load_sources(sources, data_dir, download, split, limit, cifar_opts)
+    report = B.run(items, list(model_names), names, batch=batch, tile=tile, dataset=dataset, source=source)
+    click.echo(B.format_report(report))
+    if json_path:
+        B.write_json(report, json_path)
+    if plot_path:
+        B.plot(report, plot_path)
+    if report["n_errors"]:
+        _err(f"{report['n_errors']} of {report['n']} images did not round-trip exactly")
+        sys.exit(1)
+
+
+cli.add_command(train_cmd)
+cli.add_command(sample_cmd)
+
+
 def main() -> None:
     try:
-        cli.main(standalone_mode=False)
+        # without standalone mode click returns (not raises) the code of ctx.exit(n)
+        code = cli.main(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:

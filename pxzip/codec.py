@@ -11,6 +11,7 @@ All units of one image go into one range-coder stream.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import constriction
@@ -23,6 +24,7 @@ from pxzip.errors import ChecksumError, FormatError
 from pxzip.exact import Stepper, tile_params
 
 MAX_LANES = 128  # tiles per unit: bounds the decoder's memory for huge images
+MAX_SINGLE_TILE = 1 << container.TILE_LOG2_MAX  # an untiled image may not exceed this side
 DEFAULT_TILE_LOG2 = 6  # 64x64 tiles for images larger than that in either dimension
 PASS_POSITIONS = 16384  # positions per chunk of the encoder's parallel pass (bounds its memory)
 FAMILY = constriction.stream.model.Categorical(perfect=False)
@@ -61,6 +63,8 @@ def units_for(height: int, width: int, tile_log2: int, n_planes: int) -> list[Un
 def choose_tile_log2(height: int, width: int, tile: int | None) -> int:
     if tile is not None:
         if tile == 0:
+            if max(height, width) > MAX_SINGLE_TILE:
+                raise ValueError(f"--tile 0 (one tile) needs both sides <= {MAX_SINGLE_TILE}")
             return 0
         log2 = int(tile).bit_length() - 1
         if 1 << log2 != tile or not container.TILE_LOG2_MIN <= log2 <= container.TILE_LOG2_MAX:
@@ -135,10 +139,10 @@ def decode_units(model: zoo.Model, shape: tuple[int, int], parts: list[tuple[obj
     return out
 
 
-def _models_for(header_or_slots, given: list[zoo.Model]) -> dict[str, zoo.Model]:
+def _models_for(slots, given: list[zoo.Model], height: int, width: int) -> dict[str, zoo.Model]:
     """Slot kind -> model for compression: a given model fills its kind, defaults the rest."""
     chosen = {m.kind: m for m in given}
-    return {kind: chosen.get(kind) or zoo.default_model(kind) for kind in header_or_slots}
+    return {kind: chosen.get(kind) or zoo.default_model(kind, height, width) for kind in slots}
 
 
 def _as_models(model) -> list[zoo.Model]:
@@ -162,7 +166,7 @@ def compress(image, model=None, *, tile: int | None = None, trace: list | None =
     h, w = split.pixels.shape[:2]
     tile_log2 = choose_tile_log2(h, w, tile)
     slots = container.model_slots(split.mode, split.palette_as_rgb)
-    models = _models_for(slots, _as_models(model))
+    models = _models_for(slots, _as_models(model), h, w)
     extra = container.palette_section(split.palette, split.transparency) if split.mode == "P" else b""
     header = container.Header(
         mode=split.mode,
@@ -204,8 +208,22 @@ class _Stream:
 _PLANE_KINDS = {"L": ["gray"], "LA": ["gray", "gray"], "RGB": ["rgb"], "RGBA": ["rgb", "gray"], "1": ["gray"]}
 
 
+def max_pixels() -> int:
+    """Largest image the decoder accepts ($PXZIP_MAX_PIXELS, default 2**27 pixels)."""
+    return int(os.environ.get("PXZIP_MAX_PIXELS", 2**27))
+
+
 def _open(data: bytes, given: list[zoo.Model]) -> _Stream:
     header, payload = container.unpack(data)
+    # a range coder can legally code a huge image in a few bytes, so a damaged size field is only
+    # caught by the checksum after decoding: refuse absurd sizes before spending memory and time
+    if header.width * header.height > max_pixels():
+        raise FormatError(
+            f"declared size {header.width}x{header.height} exceeds this decoder's limit of {max_pixels()} pixels "
+            "(set PXZIP_MAX_PIXELS to raise it)"
+        )
+    if header.tile_log2 == 0 and max(header.width, header.height) > MAX_SINGLE_TILE:
+        raise FormatError(f"declared size {header.width}x{header.height} is too large for a single tile")
     slots = container.model_slots(header.mode, header.palette_as_rgb)
     models = {kind: zoo.find_by_id(mid, given) for kind, mid in zip(slots, header.model_ids)}
     for kind, m in models.items():

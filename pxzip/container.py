@@ -131,8 +131,7 @@ class _Reader:
         end = self.pos + n
         if end > len(self.data):
             raise FormatError(
-                f"truncated pxz file: {what} needs bytes {self.pos}..{end - 1}"
-                f" but the file has only {len(self.data)}"
+                f"truncated pxz file: {what} needs bytes {self.pos}..{end - 1} but the file has only {len(self.data)}"
             )
         chunk = self.data[self.pos : end]
         self.pos = end
@@ -163,9 +162,7 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     version_mode, tile_flags = r.take(2, "format byte and tile byte")
     version, mode_code = version_mode >> 4, version_mode & 0x0F
     if version > FORMAT_VERSION:
-        raise FormatError(
-            f"made by a newer pxzip (format {version}); this one reads format {FORMAT_VERSION}"
-        )
+        raise FormatError(f"made by a newer pxzip (format {version}); this one reads format {FORMAT_VERSION}")
     if version < 1:
         raise FormatError(f"corrupt pxz file: invalid format version {version}")
     if mode_code not in _CODE_MODES:
@@ -179,17 +176,14 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         raise FormatError(f"corrupt pxz file: palette flag set for mode {mode}")
     if tile_log2 != 0 and not TILE_LOG2_MIN <= tile_log2 <= TILE_LOG2_MAX:
         raise FormatError(
-            f"corrupt pxz file: tile size 2**{tile_log2} is outside"
-            f" 2**{TILE_LOG2_MIN}..2**{TILE_LOG2_MAX}"
+            f"corrupt pxz file: tile size 2**{tile_log2} is outside 2**{TILE_LOG2_MIN}..2**{TILE_LOG2_MAX}"
         )
     n_ids = len(model_slots(mode, palette_as_rgb))
     model_ids = tuple(r.take(MODEL_ID_SIZE, "model id") for _ in range(n_ids))
     width = r.varint("width")
     height = r.varint("height")
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
-        raise FormatError(
-            f"corrupt pxz file: declared size {width}x{height} (each side must be 1..{MAX_SIDE})"
-        )
+        raise FormatError(f"corrupt pxz file: declared size {width}x{height} (each side must be 1..{MAX_SIDE})")
     if width * height > MAX_PIXELS:
         raise FormatError(f"declared size {width}x{height} is too large")
     palette = transparency = None

@@ -26,9 +26,7 @@ BIN_DIR = "cifar-10-batches-bin"
 PY_DIR = "cifar-10-batches-py"
 _SPLITS = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 _RECORD = 1 + 3 * 32 * 32  # label byte + R, G, B planes
-IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-)
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 _CHUNK = 1 << 20
 
 
@@ -63,9 +61,7 @@ def _has_batches(folder: Path, kind: str) -> bool:
 def _not_found(root: Path) -> Exception:
     from pxzip.errors import UsageError
 
-    return UsageError(
-        f"no CIFAR-10 found under {root} (expected {BIN_DIR}/ or {PY_DIR}/); use --download"
-    )
+    return UsageError(f"no CIFAR-10 found under {root} (expected {BIN_DIR}/ or {PY_DIR}/); use --download")
 
 
 def _read_bin(path: Path, count: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -92,9 +88,7 @@ def _read_py(path: Path, count: int | None) -> tuple[np.ndarray, np.ndarray]:
     return data, labels
 
 
-def load_cifar10(
-    root: str | Path, split: str = "train", limit: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def load_cifar10(root: str | Path, split: str = "train", limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Load a CIFAR-10 split as uint8 images (N, 32, 32, 3) HWC and int64 labels (N,)."""
     from pxzip.errors import UsageError
 
@@ -218,9 +212,7 @@ def image_files(paths: Iterable[str | Path]) -> list[Path]:
     result: set[Path] = set()
     for p in map(Path, paths):
         if p.is_dir():
-            result.update(
-                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-            )
+            result.update(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
         elif p.is_file():
             # .pxz and other non-image files are skipped even when named explicitly.
             if p.suffix.lower() in IMAGE_EXTENSIONS:

@@ -54,9 +54,7 @@ def to_image(obj: object) -> Image.Image:
 def _array_to_image(arr: np.ndarray) -> Image.Image:
     if arr.dtype == np.bool_:
         if arr.ndim != 2:
-            raise UnsupportedImageError(
-                f"unsupported bool array shape {arr.shape} (1-bit images must be (H, W))"
-            )
+            raise UnsupportedImageError(f"unsupported bool array shape {arr.shape} (1-bit images must be (H, W))")
         return to_pil("1", arr.astype(np.uint8))
     if arr.dtype != np.uint8:
         raise UnsupportedImageError(
@@ -67,9 +65,7 @@ def _array_to_image(arr: np.ndarray) -> Image.Image:
     if arr.ndim == 3 and arr.shape[2] in _CHANNELS_TO_MODE:
         mode = _CHANNELS_TO_MODE[arr.shape[2]]
         return to_pil(mode, arr[:, :, 0] if mode == "L" else arr)
-    raise UnsupportedImageError(
-        f"unsupported array shape {arr.shape} (expected (H, W) or (H, W, C) with C in 1..4)"
-    )
+    raise UnsupportedImageError(f"unsupported array shape {arr.shape} (expected (H, W) or (H, W, C) with C in 1..4)")
 
 
 def _transparency_bytes(img: Image.Image) -> bytes | None:

@@ -24,7 +24,9 @@ MODEL_FORMAT = "pxzip-model-1"
 
 # Shipped models: name -> sha256 of the weights file (checked on every load).
 REGISTRY: dict[str, str] = {}
-DEFAULTS = {"rgb": "pxz-rgb-cifar", "gray": "pxz-gray-cifar"}  # model used per plane kind
+# default model per plane kind; "rgb-photo" serves RGB planes larger than 64x64 when installed
+DEFAULTS = {"rgb": "pxz-rgb-cifar", "gray": "pxz-gray-cifar", "rgb-photo": "pxz-rgb-photo"}
+LARGE = 64  # planes with a side above this count as photographs
 
 
 def models_dir() -> Path:
@@ -163,7 +165,10 @@ def load_model(name_or_path: str | Path | Model) -> Model:
     raise UsageError(f"unknown model {key!r} (installed: {', '.join(sorted(known)) or 'none'})")
 
 
-def default_model(kind: str) -> Model:
+def default_model(kind: str, height: int = 0, width: int = 0) -> Model:
+    """The shipped model for a plane kind ("rgb"/"gray"); large RGB planes get the photo model."""
+    if kind == "rgb" and max(height, width) > LARGE and DEFAULTS["rgb-photo"] in installed():
+        return load_model(DEFAULTS["rgb-photo"])
     return load_model(DEFAULTS[kind])
 
 
@@ -178,7 +183,10 @@ def find_by_id(model_id: bytes, candidates: list[Model] | None = None) -> Model:
         expected = REGISTRY.get(name)
         if expected and expected[:4] != model_id.hex():
             continue  # cheap: zoo ids are known without reading the file
-        m = load_file(path, expected)
+        try:
+            m = load_file(path, expected)
+        except (ModelFileError, UsageError):
+            continue  # one broken file in $PXZIP_MODELS must not hide the right model
         if m.id == model_id:
             return m
     raise ModelNotFoundError(

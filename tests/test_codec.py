@@ -102,3 +102,20 @@ def test_kodak_crop_round_trips(shared_data, tiny_models):
     models = [tiny_models["gated_rgb"]]
     data = pxzip.compress(img, models, tile=16)
     assert np.array_equal(pxzip.decompress(data, models), img)
+
+
+def test_absurd_declared_sizes_are_refused_before_decoding(tiny_models, monkeypatch):
+    models = [tiny_models["pp_gray"]]
+    data = pxzip.compress(rand((4, 4)), models)
+    header, payload = container.unpack(data)
+    big = container.Header(**{**header.__dict__, "width": 1 << 20, "height": 1 << 10, "tile_log2": 6})
+    with pytest.raises(pxzip.FormatError, match="exceeds this decoder's limit"):
+        pxzip.decompress(container.pack(big, payload), models)
+    one_tile = container.Header(**{**header.__dict__, "width": 5000, "height": 2})
+    with pytest.raises(pxzip.FormatError, match="single tile"):
+        pxzip.decompress(container.pack(one_tile, payload), models)
+    monkeypatch.setenv("PXZIP_MAX_PIXELS", "10")
+    with pytest.raises(pxzip.FormatError):
+        pxzip.decompress(data, models)
+    with pytest.raises(ValueError):
+        codec.choose_tile_log2(5000, 3, 0)

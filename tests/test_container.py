@@ -23,9 +23,7 @@ def _headers() -> list[Header]:
         Header("RGBA", 1, 1, 12, (ID_RGB, ID_GRAY), 7),
         Header("1", 200, 3, 5, (ID_GRAY,), 8),
         Header("P", 4, 4, 0, (ID_GRAY,), 9, palette=pal),
-        Header(
-            "P", 4, 4, 0, (ID_RGB,), 9, palette=pal, palette_as_rgb=True, transparency=b"\x00\x80"
-        ),
+        Header("P", 4, 4, 0, (ID_RGB,), 9, palette=pal, palette_as_rgb=True, transparency=b"\x00\x80"),
         Header("P", 2**24, 1, 6, (ID_GRAY,), 0, palette=bytes(768), transparency=bytes(256)),
         Header("P", 1, 2**24, 0, (ID_GRAY,), 0, palette=b""),
     ]

@@ -224,9 +224,7 @@ def test_image_files(tmp_path: Path) -> None:
     (tmp_path / "a" / "deep").mkdir(parents=True)
     for name in ["a/x.png", "a/deep/y.JPG", "a/z.pxz", "a/notes.txt", "b.webp", "c.pxz"]:
         (tmp_path / name).write_bytes(b"")
-    got = data.image_files(
-        [tmp_path / "b.webp", tmp_path / "a", tmp_path / "c.pxz", tmp_path / "a"]
-    )
+    got = data.image_files([tmp_path / "b.webp", tmp_path / "a", tmp_path / "c.pxz", tmp_path / "a"])
     assert got == sorted([tmp_path / "a/x.png", tmp_path / "a/deep/y.JPG", tmp_path / "b.webp"])
     with pytest.raises(UsageError, match="no such"):
         data.image_files([tmp_path / "missing.png"])

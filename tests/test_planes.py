@@ -41,9 +41,7 @@ def _round_trip(img: Image.Image) -> planes.Split:
         assert plane.dtype == np.uint8 and plane.flags.c_contiguous
         assert plane.shape == (img.height, img.width, 3 if kind == "rgb" else 1)
     # Decoded planes arrive as fresh arrays, so merge from copies.
-    pixels = planes.merge(
-        s.mode, [p.copy() for p in s.planes], s.palette, s.transparency, s.palette_as_rgb
-    )
+    pixels = planes.merge(s.mode, [p.copy() for p in s.planes], s.palette, s.transparency, s.palette_as_rgb)
     assert pixels.dtype == np.uint8 and np.array_equal(pixels, s.pixels)
     _assert_same(planes.to_pil(s.mode, pixels, s.palette, s.transparency), img)
     return s

@@ -1,0 +1,591 @@
+"""`pxzip bench`: measure pxzip (and classical baselines) on CIFAR-10 or on image files.
+
+Every image is really compressed to .pxz bytes (`codec.compress`) and really decoded again
+(`codec.decompress_many`, many images per batch); the decoded pixels are compared with the
+originals. A mismatch or a coding error is counted, listed and makes the command exit non-zero;
+it is never skipped silently.
+
+Rates are in bits/dim = bits / (H * W * C), reported as the mean over images and "pooled"
+(total bits / total dims), at four stages:
+
+* ``nll``: the float model's NLL (`Model.float_model().nll`), evaluated on the same tiles the
+  codec codes (tiles are independent contexts), so the next stage differs only by the integer
+  arithmetic;
+* ``ideal``: the ideal code length of the exact integer tables the encoder really used,
+  sum of -log2(freq / 2**24) over all coded subpixels (traced by `codec.compress(trace=...)`);
+* ``payload``: the range-coded bits (file minus header, as `container.unpack` splits it);
+* ``file``: the whole .pxz file.
+
+Images are benchmarked as 8-bit RGB, or L when the source is gray (L, 1, I;16, ...); alpha and
+palettes are dropped, so pxzip and the baselines code exactly the same pixels.
+
+JSON schema (``--json FILE``; every rate in bits/dim; ``null`` where undefined)::
+
+    {
+      "schema": "pxzip-bench-1",
+      "dataset": "cifar10-test" | "cifar10-train" | "files",
+      "source": {"data_dir", "split", "limit"}  (cifar10)  |  {"paths", "limit"}  (files),
+      "machine": {"platform", "machine", "python", "torch", "numpy", "cpu_count", "torch_threads"},
+      "models": {name: {"kind", "id", "sha256", "path", "config"}},  # every model used
+      "n": images,  "n_exact": bit-exact round trips,  "n_errors": n - n_exact,
+      "errors": [{"index", "name", "stage": "encode"|"decode"|"compare", "error"}],
+      "images": {                        # per-image arrays, all of length n, in image order
+        "name", "height", "width", "channels", "model", "dims",  # dims = H * W * C
+        "nll_bpd", "ideal_bpd", "payload_bpd", "file_bpd",  # null where encoding failed
+        "payload_bytes", "file_bytes", "exact"
+      },
+      "rates": {stage: {"mean", "pooled"}}  for stage in nll, ideal, payload, file,
+      "overheads": {name: {"mean_bpd", "mean_pct", "pooled_bpd", "pooled_pct"}} with
+          exact_tables = ideal - nll   (pct of nll)
+          coder        = payload - ideal (pct of ideal)
+          header       = file - payload  (pct of payload)
+          total        = file - nll     (pct of nll),
+      "timing": {"encode_s", "decode_s", "nll_s", "encode_images_per_s", "encode_ms_per_image",
+                 "decode_images_per_s", "decode_ms_per_image", "decode_batch"},
+      "memory": {"peak_rss_mb_after_encode", "peak_rss_mb"},   # getrusage max RSS, whole process
+      "baselines": {codec: {"bpd": [...], "mean", "pooled", "enc_ms", "dec_ms", "n_exact", "n"}},
+      "baselines_skipped": [codec names not available on this machine]
+    }
+
+Means and overheads are over the images that encoded (all of them, unless errors are listed).
+Encode time covers `codec.compress` per image (tracing included; it is one gather per row);
+decode time covers `codec.decompress_many` over batches of ``decode_batch`` images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pxzip import baselines as baselines_mod
+from pxzip import codec, container, data, zoo
+from pxzip.errors import UsageError
+
+SCHEMA = "pxzip-bench-1"
+DEFAULT_BASELINES = ("png", "webp", "jxl-e7")
+DEFAULT_BATCH = 256
+NLL_POSITIONS = 1 << 16  # pixels per float forward pass (bounds the NLL pass's memory)
+STAGES = ("nll", "ideal", "payload", "file")
+_OVERHEADS = {  # name: (higher stage, lower stage = the reference of the percentage)
+    "exact_tables": ("ideal", "nll"),
+    "coder": ("payload", "ideal"),
+    "header": ("file", "payload"),
+    "total": ("file", "nll"),
+}
+_GRAY_MODES = {"L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+@dataclass
+class Item:
+    """One benchmark image: a name and its pixels, (H, W, 3) RGB or (H, W) gray, uint8."""
+
+    name: str
+    pixels: np.ndarray
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.pixels.ndim == 2 else self.pixels.shape[2]
+
+    @property
+    def kind(self) -> str:
+        return "gray" if self.channels == 1 else "rgb"
+
+
+# -- sources -----------------------------------------------------------------------------------
+
+
+def default_cifar_dir() -> Path:
+    """The shared data folder's cifar10/ when there is one, else ./data/cifar10."""
+    shared = data.shared_data_dir()
+    if shared is not None and (shared / "cifar10").is_dir():
+        return shared / "cifar10"
+    return Path("data") / "cifar10"
+
+
+def cifar_items(
+    data_dir: str | Path | None = None, split: str = "test", limit: int | None = None, download: bool = False
+) -> tuple[list[Item], dict]:
+    root = Path(data_dir) if data_dir is not None else default_cifar_dir()
+    if download:
+        data.download_cifar10(root)
+    images, _ = data.load_cifar10(root, split, limit)
+    items = [Item(f"{split}[{i}]", im) for i, im in enumerate(images)]
+    return items, {"data_dir": str(root), "split": split, "limit": limit}
+
+
+def _load_file(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    from pxzip.errors import UnsupportedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in _GRAY_MODES:
+                if im.mode.startswith("I") or im.mode == "F":
+                    raise UnsupportedImageError(f"{path}: {im.mode} images are not 8-bit")
+                return np.asarray(im.convert("L"), dtype=np.uint8).copy()
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise UnsupportedImageError(f"cannot read image {path}: {e}") from None
+
+
+def file_items(paths: Sequence[str | Path], limit: int | None = None) -> tuple[list[Item], dict]:
+    files = data.image_files(paths)
+    if limit is not None:
+        files = files[:limit]
+    return [Item(str(f), _load_file(f)) for f in files], {"paths": [str(p) for p in paths], "limit": limit}
+
+
+def load_sources(
+    sources: Sequence[str],
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    split: str = "test",
+    limit: int | None = None,
+    cifar_options: Sequence[str] = (),
+) -> tuple[list[Item], str, dict]:
+    """CLI sources -> (items, dataset name, source description).
+
+    ("cifar10",) selects the dataset; anything else is image files or folders, for which
+    cifar_options (names of CIFAR-only options the user set) are an error.
+    """
+    if tuple(sources) == ("cifar10",):
+        items, source = cifar_items(data_dir, split, limit, download)
+        return items, f"cifar10-{split}", source
+    if "cifar10" in sources:
+        raise UsageError("cifar10 cannot be mixed with paths (for a folder named cifar10, write ./cifar10)")
+    if cifar_options:
+        opts = ", ".join("--" + o.replace("_", "-") for o in cifar_options)
+        raise UsageError(f"{opts} can only be used with `pxzip bench cifar10`")
+    items, source = file_items(sources, limit)
+    return items, "files", source
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+def parse_baselines(spec: str | Sequence[str] | None) -> list[str]:
+    """'png,webp,jxl-e7' (or a list) -> names; 'none' or '' -> []."""
+    if spec is None:
+        return list(DEFAULT_BASELINES)
+    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    names = [n for n in names if n]
+    if names == ["none"]:
+        return []
+    unknown = [n for n in names if n not in baselines_mod.KNOWN_CODECS]
+    if unknown:
+        raise UsageError(
+            f"unknown baseline {', '.join(unknown)} (known: {', '.join(baselines_mod.KNOWN_CODECS)}, or none)"
+        )
+    return names
+
+
+def resolve_models(items: Sequence[Item], models=None) -> list[zoo.Model]:
+    """The model coding each item: the given one of its kind, else the zoo default that
+    `codec.compress` would pick for it (which may depend on the image size)."""
+    chosen: dict[str, zoo.Model] = {}
+    for m in [zoo.load_model(m) for m in (models or [])]:
+        if m.kind in chosen and chosen[m.kind].sha256 != m.sha256:
+            raise UsageError(f"two {m.kind} models given ({chosen[m.kind].name}, {m.name}): give one per kind")
+        chosen[m.kind] = m
+    return [chosen.get(it.kind) or zoo.default_model(it.kind, *it.pixels.shape[:2]) for it in items]
+
+
+def peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB elsewhere
+
+
+def _tiles(pixels: np.ndarray, tile: int | None) -> list[np.ndarray]:
+    """The tiles the codec codes the image in, each (th, tw, C)."""
+    plane = pixels if pixels.ndim == 3 else pixels[:, :, None]
+    h, w = plane.shape[:2]
+    log2 = codec.choose_tile_log2(h, w, tile)
+    out = []
+    for unit in codec.units_for(h, w, log2, 1):
+        th, tw = unit.shape
+        out += [plane[y : y + th, x : x + tw] for y, x in unit.origins]
+    return out
+
+
+def _loss(cfg):
+    from pxzip.model import logistic_mixture_nll, softmax_nll
+
+    if cfg.arch == "gated":
+        return softmax_nll
+    return lambda out, px: logistic_mixture_nll(out, px, cfg)
+
+
+def float_nll_bits(items: Sequence[Item], models: Sequence[zoo.Model], tile: int | None = None) -> np.ndarray:
+    """Float-model NLL of each item (models[i] for items[i]) in bits, summed over its tiles."""
+    bits = np.zeros(len(items))
+    groups: dict[tuple, list[tuple[int, np.ndarray]]] = {}
+    floats = {}
+    for idx, (it, m) in enumerate(zip(items, models)):
+        if m.sha256 not in floats:
+            floats[m.sha256] = m.float_model()
+        for t in _tiles(it.pixels, tile):
+            groups.setdefault((m.sha256, t.shape), []).append((idx, t))
+    with torch.no_grad():
+        for (sha, shape), jobs in groups.items():
+            fm = floats[sha]
+            loss = _loss(fm.cfg)
+            per = max(1, NLL_POSITIONS // (shape[0] * shape[1]))
+            dims = int(np.prod(shape))
+            for k in range(0, len(jobs), per):
+                chunk = jobs[k : k + per]
+                x = torch.from_numpy(np.stack([t for _, t in chunk]).transpose(0, 3, 1, 2).copy())
+                out = fm(x).float()
+                for b, (idx, _) in enumerate(chunk):
+                    bits[idx] += float(loss(out[b : b + 1], x[b : b + 1])) * dims
+    return bits
+
+
+def _mean_pooled(per_image_bits: np.ndarray, dims: np.ndarray) -> dict:
+    if len(dims) == 0:
+        return {"mean": None, "pooled": None}
+    return {"mean": float(np.mean(per_image_bits / dims)), "pooled": float(per_image_bits.sum() / dims.sum())}
+
+
+def _pct(num: float | None, den: float | None) -> float | None:
+    return None if num is None or not den else 100.0 * num / den
+
+
+def _overheads(rates: dict) -> dict:
+    out = {}
+    for name, (hi, lo) in _OVERHEADS.items():
+        row = {}
+        for agg in ("mean", "pooled"):
+            a, b = rates[hi][agg], rates[lo][agg]
+            d = None if a is None or b is None else a - b
+            row[f"{agg}_bpd"] = d
+            row[f"{agg}_pct"] = _pct(d, b)
+        out[name] = row
+    return out
+
+
+def _machine() -> dict:
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _progress(total: int, desc: str, enabled: bool | None):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=None if enabled is None else not enabled)
+
+
+def run(
+    items: Sequence[Item],
+    models=None,
+    baselines: Sequence[str] = DEFAULT_BASELINES,
+    *,
+    batch: int = DEFAULT_BATCH,
+    tile: int | None = None,
+    dataset: str = "files",
+    source: dict | None = None,
+    progress: bool | None = None,
+) -> dict:
+    """Benchmark items; returns the report (the JSON schema in the module docstring).
+
+    progress: tqdm bars on stderr (None: only when stderr is a terminal).
+    """
+    if not items:
+        raise UsageError("no images to benchmark")
+    if batch < 1:
+        raise UsageError(f"--batch must be >= 1, got {batch}")
+    per_item = resolve_models(items, models)
+    given = list({m.sha256: m for m in per_item}.values())
+    n = len(items)
+    dims = np.array([it.pixels.size for it in items], np.float64)
+    errors: list[dict] = []
+
+    # 1. encode every image, tracing the exact frequencies of the coded symbols
+    blobs: list[bytes | None] = [None] * n
+    ideal = np.full(n, np.nan)
+    payload_bytes = np.zeros(n, np.int64)
+    enc_s = 0.0
+    with _progress(n, "encode", progress) as bar:
+        for i, it in enumerate(items):
+            trace: list[np.ndarray] = []
+            t0 = time.perf_counter()
+            try:
+                blobs[i] = codec.compress(it.pixels, per_item[i], tile=tile, trace=trace)
+            except Exception as e:  # counted and reported, never hidden
+                errors.append({"index": i, "name": it.name, "stage": "encode", "error": f"{type(e).__name__}: {e}"})
+            enc_s += time.perf_counter() - t0
+            if blobs[i] is not None:
+                ideal[i] = codec.ideal_bits(trace)
+                payload_bytes[i] = len(container.unpack(blobs[i])[1])
+            bar.update()
+    rss_after_encode = peak_rss_mb()
+
+    # 2. decode in batches with the batched decoder; compare with the originals
+    exact = np.zeros(n, bool)
+    coded = [i for i in range(n) if blobs[i] is not None]
+    dec_s = 0.0
+    with _progress(len(coded), "decode", progress) as bar:
+        for k in range(0, len(coded), batch):
+            idx = coded[k : k + batch]
+            t0 = time.perf_counter()
+            try:
+                decoded = codec.decompress_many([blobs[i] for i in idx], given)
+            except Exception:
+                decoded = None
+            dec_s += time.perf_counter() - t0
+            if decoded is None:  # find out which images fail, one by one
+                decoded = []
+                for i in idx:
+                    try:
+                        decoded.append(codec.decompress(blobs[i], given))
+                    except Exception as e:
+                        decoded.append(None)
+                        errors.append(
+                            {"index": i, "name": items[i].name, "stage": "decode", "error": f"{type(e).__name__}: {e}"}
+                        )
+            for i, dec in zip(idx, decoded):
+                if dec is None:
+                    continue
+                orig = items[i].pixels
+                exact[i] = dec.shape == orig.shape and dec.dtype == orig.dtype and bool(np.array_equal(dec, orig))
+                if not exact[i]:
+                    diff = "shape differs" if dec.shape != orig.shape else f"{int((dec != orig).sum())} values differ"
+                    errors.append(
+                        {"index": i, "name": items[i].name, "stage": "compare", "error": f"decoded image: {diff}"}
+                    )
+            bar.update(len(idx))
+    errors.sort(key=lambda e: e["index"])
+
+    # 3. the float model's NLL on the same tiles
+    t0 = time.perf_counter()
+    nll = float_nll_bits(items, per_item, tile)
+    nll_s = time.perf_counter() - t0
+
+    file_bytes = np.array([len(b) if b is not None else 0 for b in blobs], np.int64)
+    ok = np.array([b is not None for b in blobs])
+    stage_bits = {"nll": nll, "ideal": ideal, "payload": 8.0 * payload_bytes, "file": 8.0 * file_bytes}
+    rates = {s: _mean_pooled(stage_bits[s][ok], dims[ok]) for s in STAGES}
+
+    def per_image(bits: np.ndarray) -> list:
+        return [float(b / d) if good else None for b, d, good in zip(bits, dims, ok)]
+
+    # 4. baselines on the same pixels
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        base = baselines_mod.run_baselines([it.pixels for it in items], list(baselines))
+    skipped = [name for name in baselines if name not in base]
+    for w in caught:
+        if "not available" not in str(w.message):
+            warnings.warn(w.message, stacklevel=2)
+
+    n_coded = len(coded)
+    return {
+        "schema": SCHEMA,
+        "dataset": dataset,
+        "source": source or {},
+        "machine": _machine(),
+        "models": {
+            m.name: {
+                "kind": m.kind,
+                "id": m.id.hex(),
+                "sha256": m.sha256,
+                "path": str(m.path),
+                "config": m.cfg.to_json(),
+            }
+            for m in given
+        },
+        "n": n,
+        "n_exact": int(exact.sum()),
+        "n_errors": n - int(exact.sum()),
+        "errors": errors,
+        "images": {
+            "name": [it.name for it in items],
+            "height": [int(it.pixels.shape[0]) for it in items],
+            "width": [int(it.pixels.shape[1]) for it in items],
+            "channels": [it.channels for it in items],
+            "model": [m.name for m in per_item],
+            "dims": [int(d) for d in dims],
+            "nll_bpd": per_image(nll),
+            "ideal_bpd": per_image(ideal),
+            "payload_bpd": per_image(8.0 * payload_bytes),
+            "file_bpd": per_image(8.0 * file_bytes),
+            "payload_bytes": [int(b) if good else None for b, good in zip(payload_bytes, ok)],
+            "file_bytes": [int(b) if good else None for b, good in zip(file_bytes, ok)],
+            "exact": [bool(e) for e in exact],
+        },
+        "rates": rates,
+        "overheads": _overheads(rates),
+        "timing": {
+            "encode_s": enc_s,
+            "decode_s": dec_s,
+            "nll_s": nll_s,
+            "encode_images_per_s": n / enc_s if enc_s > 0 else None,
+            "encode_ms_per_image": 1000.0 * enc_s / n,
+            "decode_images_per_s": n_coded / dec_s if dec_s > 0 else None,
+            "decode_ms_per_image": 1000.0 * dec_s / n_coded if n_coded else None,
+            "decode_batch": batch,
+        },
+        "memory": {"peak_rss_mb_after_encode": rss_after_encode, "peak_rss_mb": peak_rss_mb()},
+        "baselines": base,
+        "baselines_skipped": skipped,
+    }
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def _f(x: float | None, spec: str = ".4f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _signed(x: float | None, pct: float | None) -> str:
+    return "-" if x is None else f"{x:+.4f} ({_f(pct, '+.2f')}%)"
+
+
+def format_report(r: dict) -> str:
+    """The human-readable report (stdout of `pxzip bench`)."""
+    im = r["images"]
+    shapes = sorted({(h, w, c) for h, w, c in zip(im["height"], im["width"], im["channels"])})
+    shape_text = f"{shapes[0][0]}x{shapes[0][1]}x{shapes[0][2]}" if len(shapes) == 1 else f"{len(shapes)} sizes"
+    src = r["source"]
+    what = f"CIFAR-10 {src.get('split')} from {src.get('data_dir')}" if r["dataset"].startswith("cifar10") else "files"
+    models = ", ".join(f"{name} ({m['kind']}, id {m['id']})" for name, m in r["models"].items())
+    lines = [f"pxzip bench: {what}, {r['n']} images ({shape_text}); models {models}", ""]
+
+    if r["dataset"] == "files":
+        base_names = list(r["baselines"])
+        head = f"{'image':<28} {'size':>11} {'nll':>7} {'ideal':>7} {'pxzip':>7}" + "".join(
+            f" {b:>7}" for b in base_names
+        )
+        lines += [head]
+        for k, name in enumerate(im["name"]):
+            short = name if len(name) <= 28 else "..." + name[-25:]
+            size = f"{im['width'][k]}x{im['height'][k]}x{im['channels'][k]}"
+            row = f"{short:<28} {size:>11} {_f(im['nll_bpd'][k], '7.3f')} {_f(im['ideal_bpd'][k], '7.3f')}"
+            row += f" {_f(im['file_bpd'][k], '7.3f')}" + "".join(
+                f" {r['baselines'][b]['bpd'][k]:7.3f}" for b in base_names
+            )
+            if not im["exact"][k]:
+                row += "  NOT EXACT"
+            lines.append(row)
+        lines.append("")
+
+    rates, ov = r["rates"], r["overheads"]
+    lines.append(f"{'bits/dim':<26} {'mean':>8} {'pooled':>8}   overhead (mean)")
+    labels = {
+        "nll": ("float model NLL", None),
+        "ideal": ("exact tables (ideal)", "exact_tables"),
+        "payload": ("payload (coded bits)", "coder"),
+        "file": ("whole .pxz file", "header"),
+    }
+    for stage, (label, over) in labels.items():
+        extra = f"   {_signed(ov[over]['mean_bpd'], ov[over]['mean_pct'])} {over}" if over else ""
+        lines.append(f"{label:<26} {_f(rates[stage]['mean']):>8} {_f(rates[stage]['pooled']):>8}{extra}")
+    t = ov["total"]
+    lines.append(f"{'total: file vs NLL':<26} {'':>8} {'':>8}   {_signed(t['mean_bpd'], t['mean_pct'])}")
+    lines.append("")
+
+    tm, mem = r["timing"], r["memory"]
+    lines.append(
+        f"round trips: {r['n_exact']}/{r['n']} bit-exact, {r['n_errors']} errors"
+        + ("" if not r["n_errors"] else "  <-- FAILED")
+    )
+    for e in r["errors"][:20]:
+        lines.append(f"  error: {e['name']} ({e['stage']}): {e['error']}")
+    if len(r["errors"]) > 20:
+        lines.append(f"  ... and {len(r['errors']) - 20} more (see --json)")
+    lines.append(
+        f"encode: {_f(tm['encode_images_per_s'], '.2f')} images/s ({_f(tm['encode_ms_per_image'], '.1f')} ms/image); "
+        f"decode: {_f(tm['decode_images_per_s'], '.2f')} images/s ({_f(tm['decode_ms_per_image'], '.1f')} ms/image, "
+        f"batches of {tm['decode_batch']}); float NLL pass {tm['nll_s']:.1f} s"
+    )
+    lines.append(
+        f"peak memory (max RSS): {mem['peak_rss_mb']:.0f} MB "
+        f"(after encoding {mem['peak_rss_mb_after_encode']:.0f} MB); "
+        f"{r['machine']['cpu_count']} CPUs, {r['machine']['torch_threads']} torch threads"
+    )
+    lines.append("")
+
+    lines.append(f"{'codec':<10} {'mean bpd':>9} {'pooled bpd':>11} {'enc ms/img':>11} {'dec ms/img':>11}  exact")
+    lines.append(
+        f"{'pxzip':<10} {_f(rates['file']['mean']):>9} {_f(rates['file']['pooled']):>11} "
+        f"{_f(tm['encode_ms_per_image'], '.2f'):>11} {_f(tm['decode_ms_per_image'], '.2f'):>11} "
+        f" {r['n_exact']}/{r['n']}"
+    )
+    for name, b in r["baselines"].items():
+        lines.append(
+            f"{name:<10} {_f(b['mean']):>9} {_f(b['pooled']):>11} {b['enc_ms']:>11.2f} {b['dec_ms']:>11.2f} "
+            f" {b['n_exact']}/{b['n']}"
+        )
+    if r["baselines_skipped"]:
+        lines.append(f"(not available here: {', '.join(r['baselines_skipped'])})")
+    return "\n".join(lines)
+
+
+def write_json(report: dict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
+
+
+def check_plot_available() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("--plot needs matplotlib (pip install matplotlib, or pxzip[bench])") from None
+
+
+def plot(report: dict, path: str | Path) -> None:
+    """Histogram of per-image bits/dim (whole files) for pxzip and each baseline, saved to path."""
+    check_plot_available()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {"pxzip": [b for b in report["images"]["file_bpd"] if b is not None]}
+    series |= {name: b["bpd"] for name, b in report["baselines"].items()}
+    values = np.concatenate([np.asarray(v, float) for v in series.values() if len(v)])
+    bins = np.linspace(values.min(), values.max(), 41) if values.max() > values.min() else 10
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, v in series.items():
+        ax.hist(v, bins=bins, histtype="step", linewidth=1.5, label=f"{name} (mean {np.mean(v):.3f})")
+    ax.set_xlabel("bits/dim (whole file)")
+    ax.set_ylabel("images")
+    ax.set_title(f"pxzip bench: {report['dataset']}, {report['n']} images")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+__all__ = [
+    "DEFAULT_BASELINES",
+    "Item",
+    "SCHEMA",
+    "cifar_items",
+    "file_items",
+    "format_report",
+    "load_sources",
+    "parse_baselines",
+    "plot",
+    "run",
+    "write_json",
+]

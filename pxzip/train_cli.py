@@ -1,0 +1,157 @@
+"""`pxzip train` and `pxzip sample`: the training front end (kept apart so models never import it)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from pxzip.errors import UsageError
+
+
+def _cifar(data_dir: str | None, download: bool, gray: bool, url: str | None):
+    from pxzip import data
+
+    root = Path(data_dir) if data_dir else (data.shared_data_dir() or Path("data"))
+    if download:
+        data.download_cifar10(root, **({"url": url} if url else {}))
+    imgs, _ = data.load_cifar10(root, "train")  # (N, 32, 32, 3); the test split is never read here
+    if gray:
+        imgs = data.to_gray(imgs)
+    x = torch.from_numpy(np.ascontiguousarray(imgs.transpose(0, 3, 1, 2)))
+    return x[:-1000], x[-1000:]  # the last 1000 training images are the held-out set
+
+
+def _folder(paths: tuple[str, ...], crop: int, gray: bool, seed: int, batch: int):
+    from pxzip import data
+
+    files = data.image_files(paths)
+    if len(files) < 2:
+        raise UsageError("need at least 2 training images (one in ten is held out)")
+    held = files[::10]
+    train = [f for f in files if f not in held]
+    it = iter(data.RandomCrops(train, crop, gray=gray, seed=seed))
+    held_x = torch.stack(list(data.RandomCrops(held, crop, gray=gray, seed=seed + 1, length=500, flip=False)))
+
+    def batches():
+        while True:
+            yield torch.stack([next(it) for _ in range(batch)])
+
+    return batches(), held_x
+
+
+@click.command()
+@click.option("--cifar10", "use_cifar", is_flag=True, help="train on CIFAR-10 train (last 1000 images held out)")
+@click.option("--data-dir", help="CIFAR-10 folder (binary or python layout); default ../shared/data or ./data")
+@click.option("--download", is_flag=True, help="download and verify the official CIFAR-10 archive first")
+@click.option("--url", help="CIFAR-10 archive URL (for mirrors and tests)")
+@click.option("--images", multiple=True, help="image files/folders to train on random crops of (one in ten held out)")
+@click.option("--crop", default=32, help="crop side for --images")
+@click.option("--gray", is_flag=True, help="train a grayscale (1-channel) model")
+@click.option("--arch", type=click.Choice(["pixelcnnpp", "gated"]), default="pixelcnnpp")
+@click.option("--filters", default=48, help="num_filters")
+@click.option("--blocks", default=4, help="num_resnet")
+@click.option("--mix", default=5, help="num_logistic_mix")
+@click.option("--kernel", default=3, help="kernel_size (odd)")
+@click.option("--dropout", default=0.0, help="dropout_p")
+@click.option("--batch", default=32)
+@click.option("--lr", default=2e-3)
+@click.option("--lr-decay", default=0.99995, help="per step")
+@click.option("--ema", default=0.999)
+@click.option("--steps", default=10_000, help="maximum optimiser steps")
+@click.option("--minutes", default=0.0, help="maximum wall time (0 = none)")
+@click.option("--bf16/--no-bf16", default=True, help="bf16 autocast")
+@click.option("--channels-last/--no-channels-last", default=True)
+@click.option("--device", default="cpu")
+@click.option("--threads", default=0, help="torch threads (0 = default)")
+@click.option("--seed", default=0)
+@click.option("--init", "init_from", help="start from this model file's float weights (fine-tuning)")
+@click.option("--out", "out_dir", default="runs/default", help="checkpoints, log and the exported model")
+@click.option("--name", default=None, help="model name stored in the exported file (default: out folder name)")
+@click.option("--resume", is_flag=True, help="continue from OUT/checkpoint.safetensors")
+@click.option("--eval-every", default=1000)
+@click.option("--samples", default=0, help="images in a sample grid written at each evaluation (0 = none)")
+def train(**o) -> None:
+    """Train a PixelCNN and export it (float + exact integer weights) to OUT/model.safetensors."""
+    from pxzip import zoo
+    from pxzip.config import ModelConfig
+    from pxzip.train import TrainConfig, Trainer, batches_from_array, build
+
+    if o["threads"]:
+        torch.set_num_threads(o["threads"])
+    if o["use_cifar"] == bool(o["images"]):
+        raise UsageError("choose one data source: --cifar10 or --images PATH")
+    if o["use_cifar"]:
+        train_x, held = _cifar(o["data_dir"], o["download"], o["gray"], o["url"])
+        batches = batches_from_array(train_x, o["batch"], o["seed"])
+    else:
+        batches, held = _folder(o["images"], o["crop"], o["gray"], o["seed"], o["batch"])
+    try:
+        mc = ModelConfig(
+            arch=o["arch"],
+            in_channels=1 if o["gray"] else 3,
+            num_filters=o["filters"],
+            num_resnet=o["blocks"],
+            num_logistic_mix=o["mix"],
+            kernel_size=o["kernel"],
+            dropout_p=o["dropout"],
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    tc = TrainConfig(
+        out_dir=o["out_dir"],
+        batch_size=o["batch"],
+        lr=o["lr"],
+        lr_decay=o["lr_decay"],
+        ema=o["ema"],
+        max_steps=o["steps"],
+        max_minutes=o["minutes"],
+        eval_every=o["eval_every"],
+        seed=o["seed"],
+        bf16=o["bf16"],
+        channels_last=o["channels_last"],
+        device=o["device"],
+    )
+    model = build(mc, o["seed"])
+    if o["init_from"]:
+        src = zoo.load_model(o["init_from"]).float_model()
+        if src.cfg != mc:
+            raise UsageError(f"--init model has config {src.cfg}, not {mc}")
+        model.load_state_dict(src.state_dict())
+    trainer = Trainer(model, tc, batches, held[:500])
+    ckpt = Path(o["out_dir"]) / "checkpoint.safetensors"
+    if o["resume"] and ckpt.exists():
+        trainer.resume(ckpt)
+    click.echo(f"training {mc.arch} ({model.num_parameters():,} parameters) -> {o['out_dir']}", err=True)
+    t0 = time.time()
+    history = trainer.fit()
+    name = o["name"] or Path(o["out_dir"]).name
+    out = Path(o["out_dir"]) / "model.safetensors"
+    sha = zoo.save_model(out, trainer.ema.cpu().float(), name, {"history": history, "train_seconds": time.time() - t0})
+    click.echo(f"exported {out} (sha256 {sha})", err=True)
+    if o["samples"]:
+        from pxzip import sample as smp
+
+        m = zoo.load_file(out)
+        smp.grid(smp.sample(m, o["samples"], held.shape[2], held.shape[3])).save(Path(o["out_dir"]) / "samples.png")
+
+
+@click.command()
+@click.option("-m", "--model", "model_name", default="pxz-rgb-cifar", help="model name or file")
+@click.option("-n", "--count", default=16, help="images to draw")
+@click.option("--size", default=32, help="image side")
+@click.option("--seed", default=0)
+@click.option("-o", "--output", default="samples.png", help="grid PNG to write")
+def sample(model_name, count, size, seed, output) -> None:
+    """Draw images from a model (exact decoder tables) into a grid PNG."""
+    from pxzip import sample as smp
+    from pxzip import zoo
+
+    m = zoo.load_model(model_name)
+    t0 = time.time()
+    smp.grid(smp.sample(m, count, size, size, seed)).save(output)
+    print(f"{count} samples -> {output} in {time.time() - t0:.1f}s", file=sys.stderr)
