@@ -234,8 +234,28 @@ class _Group(click.Group):
             ctx.exit(e.exit_code)
 
 
+def _print_version(ctx: click.Context, _param, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    import constriction
+    import torch
+
+    from pxzip import __version__
+    from pxzip.container import FORMAT_VERSION
+
+    cv = getattr(constriction, "__version__", None)
+    if cv is None:
+        from importlib.metadata import version
+
+        cv = version("constriction")
+    click.echo(f"pxzip {__version__} (format {FORMAT_VERSION}), torch {torch.__version__}, constriction {cv}")
+    ctx.exit()
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.version_option(package_name="pxzip", message="%(prog)s %(version)s")
+@click.option(
+    "--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version, help="Show versions, exit."
+)
 def cli() -> None:
     """Lossless image compression with an exact PixelCNN entropy model."""
 

@@ -1,0 +1,91 @@
+"""Write models/NAME.md (the model card) from a model file and the `pxzip bench --json` runs on it.
+
+    python benchmarks/model_card.py models/pxz-rgb-cifar.safetensors \
+        --data "CIFAR-10 train, 49,000 images (last 1,000 held out)" \
+        --bench runs/bench-cifar1000.json --hardware "2-core AMD EPYC CPU" --command "pxzip train ..."
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+from pxzip import zoo
+
+
+def _rates(path: str) -> str:
+    r = json.loads(Path(path).read_text())
+    rates, n = r["rates"], r["n"]
+    base = r.get("baselines") or {}
+    lines = [
+        f"**{r.get('dataset', path)}** ({n} images, {r['n_exact']}/{n} decoded bit-exact), bits/dim, mean over images:",
+        "",
+        "| float NLL | exact tables (ideal) | payload | whole .pxz file |" + "".join(f" {k} |" for k in base),
+        "|---|---|---|---|" + "---|" * len(base),
+        f"| {rates['nll']['mean']:.4f} | {rates['ideal']['mean']:.4f} | {rates['payload']['mean']:.4f} "
+        f"| {rates['file']['mean']:.4f} |" + "".join(f" {v['mean']:.4f} |" for v in base.values()),
+        "",
+    ]
+    t = r.get("timing", {})
+    if t:
+        lines.append(
+            f"Encode {t.get('encode_ms_per_image', float('nan')):.1f} ms/image, "
+            f"decode {t.get('decode_ms_per_image', float('nan')):.1f} ms/image "
+            f"(batch {t.get('decode_batch')}, torch threads {r.get('machine', {}).get('torch_threads')})."
+        )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("model")
+    p.add_argument("--data", required=True, help="what it was trained on")
+    p.add_argument("--bench", action="append", default=[], help="pxzip bench --json output(s)")
+    p.add_argument("--hardware", default="2-core AMD EPYC CPU (no GPU)")
+    p.add_argument("--command", default="", help="the command that trained it")
+    p.add_argument("--notes", default="")
+    a = p.parse_args()
+    path = Path(a.model)
+    m = zoo.load_file(path)
+    meta_raw = path.read_bytes()
+    n = int.from_bytes(meta_raw[:8], "little")
+    meta = json.loads(meta_raw[8 : 8 + n]).get("__metadata__", {})
+    history = json.loads(meta.get("history", "[]"))
+    seconds = float(json.loads(meta.get("train_seconds", "0")))
+    fm = m.float_model()
+    c = m.cfg
+    last = history[-1] if history else {}
+    out = [
+        f"# {m.name}",
+        "",
+        f"- file: `{path.name}`, sha256 `{hashlib.sha256(meta_raw).hexdigest()}` (id `{m.id.hex()}` in .pxz headers)",
+        f"- architecture: {c.arch}, {c.in_channels} channel(s), num_filters {c.num_filters}, "
+        f"num_resnet {c.num_resnet}, "
+        f"num_logistic_mix {c.num_logistic_mix}, kernel {c.kernel_size}, dropout {c.dropout_p}; "
+        f"{fm.num_parameters():,} parameters",
+        f"- exact model: activations {c.act_bits} fractional bits, weights < 2^{c.weight_bits - 1} per output channel",
+        f"- data: {a.data}",
+        f"- training: {last.get('step', '?')} steps of Adam, batch 32, EMA 0.999, bf16 autocast, "
+        f"{seconds / 60:.0f} min wall time on {a.hardware}",
+        f"- held-out NLL at the end (EMA, float, bf16): {last.get('eval_bpd', float('nan')):.4f} bits/dim "
+        f"(train running mean {last.get('train_bpd', float('nan')):.4f})",
+    ]
+    if a.command:
+        out.append(f"- command: `{a.command}`")
+    out += ["", "## Training curve (held-out bits/dim, EMA weights)", ""]
+    out += ["| step | minutes | train | held-out |", "|---|---|---|---|"]
+    out += [f"| {h['step']} | {h['minutes']:.0f} | {h['train_bpd']:.3f} | {h['eval_bpd']:.3f} |" for h in history]
+    out += ["", "## Test results (real files)", ""]
+    out += [_rates(b) for b in a.bench]
+    if a.notes:
+        out += ["", a.notes]
+    card = path.with_suffix(".md")
+    card.write_text("\n".join(out) + "\n")
+    print(card)
+
+
+if __name__ == "__main__":
+    main()
