@@ -1,5 +1,6 @@
 """pxzip: lossless image compression with an exact (integer) PixelCNN entropy model."""
 
+from pxzip import pil_plugin
 from pxzip.codec import compress, decompress, decompress_image, decompress_many
 from pxzip.errors import (
     ChecksumError,
@@ -11,6 +12,8 @@ from pxzip.errors import (
     UsageError,
 )
 from pxzip.zoo import load_model
+
+pil_plugin.register()  # Image.open("x.pxz") / img.save("x.pxz") work after `import pxzip`
 
 __version__ = "0.1.0"
 

@@ -27,6 +27,7 @@ MAX_LANES = 128  # tiles per unit: bounds the decoder's memory for huge images
 MAX_SINGLE_TILE = 1 << container.TILE_LOG2_MAX  # an untiled image may not exceed this side
 DEFAULT_TILE_LOG2 = 6  # 64x64 tiles for images larger than that in either dimension
 PASS_POSITIONS = 16384  # positions per chunk of the encoder's parallel pass (bounds its memory)
+TABLE_POSITIONS = 8192  # positions per batch of exact tables in the encoder (bounds its memory)
 FAMILY = constriction.stream.model.Categorical(perfect=False)
 SCALE = 2.0**-tables.PRECISION
 
@@ -91,15 +92,18 @@ def encode_unit(enc, model: zoo.Model, tiles_px: np.ndarray, trace: list | None 
     # one parallel pass per chunk of tiles; lanes are independent, so chunking cannot change a value
     params = torch.cat([tile_params(em, x[k : k + per]).cpu() for k in range(0, n, per)])
     params = params.to(torch.int64).numpy()  # (n, P, th, tw)
-    for i in range(th):
-        prm = params[:, :, i].transpose(2, 0, 1).reshape(tw * n, -1)  # (tw*n, P), order (j, lane)
-        px = tiles_px[:, i].transpose(1, 0, 2).reshape(tw * n, c)  # (tw*n, C)
-        fr = tables.head_freqs_all(prm, px, model.cfg, em.luts)  # (tw*n, C, 256)
-        fr = fr.reshape(tw, n, c, 256).transpose(0, 2, 1, 3)  # order (j, c, lane)
-        sym = px.reshape(tw, n, c).transpose(0, 2, 1).reshape(-1).astype(np.int32)
+    rows = max(1, TABLE_POSITIONS // (tw * n))  # rows per table batch: fewer numpy calls, bounded memory
+    for i0 in range(0, th, rows):
+        r = min(rows, th - i0)
+        # (n, P, r, tw) -> (r, tw, n, P): symbol order is row, column, channel, lane
+        prm = params[:, :, i0 : i0 + r].transpose(2, 3, 0, 1).reshape(r * tw * n, -1)
+        px = tiles_px[:, i0 : i0 + r].transpose(1, 2, 0, 3).reshape(r * tw * n, c)
+        fr = tables.head_freqs_all(prm, px, model.cfg, em.luts)  # (r*tw*n, C, 256)
+        fr = fr.reshape(r * tw, n, c, 256).transpose(0, 2, 1, 3)  # order (i, j, c, lane)
+        sym = px.reshape(r * tw, n, c).transpose(0, 2, 1).reshape(-1).astype(np.int32)
         enc.encode(sym, FAMILY, _probs(fr))
-        if trace is not None:  # frequency of the coded symbol, same (j, c, lane) order
-            f = np.take_along_axis(fr, sym.astype(np.int64).reshape(tw, c, n, 1), 3)
+        if trace is not None:  # frequency of the coded symbol, same order
+            f = np.take_along_axis(fr, sym.astype(np.int64).reshape(r * tw, c, n, 1), 3)
             trace.append(f.reshape(-1))
 
 

@@ -61,6 +61,7 @@ class ExactLayer:
         self.b = b.to(torch.float64).view(1, -1, 1, 1)
         self.shift = shift.to(torch.int64)
         self.mult = torch.pow(2.0, -self.shift.to(torch.float64)).view(1, -1, 1, 1)
+        self.wmat = self.w.flatten(1).t().contiguous()  # (cin*kh*kw, cout) for one-position matmuls
 
 
 class ExactModel:
@@ -114,6 +115,7 @@ class ExactModel:
     def to(self, device) -> ExactModel:
         for layer in self.layers.values():
             layer.w, layer.b, layer.mult = layer.w.to(device), layer.b.to(device), layer.mult.to(device)
+            layer.wmat = layer.wmat.to(device)
         self.t_luts = {k: v.to(device) for k, v in self.t_luts.items()}
         return self
 
@@ -125,7 +127,7 @@ class ExactModel:
             out[f"exact.{name}.b"] = layer.b.flatten().to(torch.int64).cpu().contiguous()
             out[f"exact.{name}.shift"] = layer.shift.to(torch.int32).cpu().contiguous()
         for k, v in self.luts.items():
-            out[f"lut.{k}"] = torch.from_numpy(v.astype(np.int64))
+            out[f"lut.{k}"] = torch.from_numpy(v.astype(np.int32))  # every entry is below 2**31
         return out
 
     @classmethod
@@ -173,6 +175,12 @@ class IntArith:
     def _apply(self, name: str, window: torch.Tensor) -> torch.Tensor:
         layer = self.em.layers[name]
         return self._rq((F.conv2d(window, layer.w) + layer.b) * layer.mult)
+
+    def _apply_at(self, name: str, window: torch.Tensor) -> torch.Tensor:
+        """The same integer sum for one position: window (B, Cin, kh, kw) -> (B, Cout, 1, 1)."""
+        layer = self.em.layers[name]
+        acc = window.reshape(len(window), -1) @ layer.wmat  # exact: integer partial sums < 2**52
+        return self._rq((acc + layer.b[:, :, 0, 0]) * layer.mult[:, :, 0, 0])[:, :, None, None]
 
     def _lut(self, key: str, x: torch.Tensor, lo: int) -> torch.Tensor:
         table = self.em.t_luts[key]
@@ -273,7 +281,7 @@ class PosOps(IntArith):
             window = st.xpad[:, :, st.i : st.i + 1, st.r + j - spec.left : st.r + j - spec.left + spec.kw]
         else:
             window = st.hrow[src][:, :, :, st.r + j - spec.left : st.r + j - spec.left + spec.kw]
-        return self._apply(name, window)
+        return self._apply_at(name, window)
 
 
 class Stepper:

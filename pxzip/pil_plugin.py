@@ -1,0 +1,69 @@
+"""Pillow plugin: `Image.open("x.pxz")` and `img.save("x.pxz", model=..., tile=...)` after `import pxzip`."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageFile, ImagePalette
+
+from pxzip import codec, container
+
+FORMAT = "PXZ"
+
+
+def _accept(prefix: bytes) -> bool:
+    return prefix[:2] == container.MAGIC
+
+
+class PxzImageFile(ImageFile.ImageFile):
+    """Reads the header at open (size, mode, palette); decodes the pixels on load()."""
+
+    format = FORMAT
+    format_description = "pxzip lossless PixelCNN image"
+
+    def _open(self) -> None:
+        data = self.fp.read()
+        header, _ = container.unpack(data)  # FormatError (a ValueError for Pillow's purposes) if not ours
+        self._size = (header.width, header.height)
+        self._mode = header.mode
+        if header.mode == "P":
+            self.palette = ImagePalette.raw("RGB", header.palette or b"")
+            from pxzip.planes import to_pil
+
+            probe = to_pil("P", np.zeros((1, 1), np.uint8), header.palette, header.transparency)
+            if "transparency" in probe.info:
+                self.info["transparency"] = probe.info["transparency"]
+        tile = getattr(ImageFile, "_Tile", tuple)  # a NamedTuple in recent Pillow, a tuple before
+        self.tile = (
+            [tile((FORMAT, (0, 0) + self.size, 0, (data,)))]
+            if tile is tuple
+            else [tile(FORMAT, (0, 0) + self.size, 0, (data,))]
+        )
+
+
+class PxzDecoder(ImageFile.PyDecoder):
+    """Decodes a whole .pxz file at once (the args carry the file's bytes)."""
+
+    _pulls_fd = False
+
+    def decode(self, buffer):
+        (data,) = self.args
+        pixels = codec.decompress(data)
+        mode = self.mode
+        if mode == "1":
+            raw, rawmode = (pixels.astype(np.uint8) * 255).tobytes(), "1;8"  # a byte per pixel
+        else:
+            raw, rawmode = np.ascontiguousarray(pixels).tobytes(), mode
+        self.set_as_raw(raw, rawmode)
+        return -1, 0
+
+
+def _save(im: Image.Image, fp, filename) -> None:
+    info = im.encoderinfo
+    fp.write(codec.compress(im, info.get("model"), tile=info.get("tile")))
+
+
+def register() -> None:
+    Image.register_open(FORMAT, PxzImageFile, _accept)
+    Image.register_save(FORMAT, _save)
+    Image.register_extension(FORMAT, ".pxz")
+    Image.register_decoder(FORMAT, PxzDecoder)
