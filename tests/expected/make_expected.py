@@ -1,0 +1,50 @@
+"""Regenerate the pinned format-stability files. Run ONLY when the format version changes:
+the whole point of these files is that every later pxzip decodes them to the same pixels and
+re-encodes the same images to the same bytes.
+
+    python tests/expected/make_expected.py
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import pxzip
+from pxzip import zoo
+from pxzip.config import ModelConfig
+from pxzip.model import PixelCNN
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    torch.manual_seed(20261123)
+    models = []
+    for name, arch, c in (("pinned-pp-rgb", "pixelcnnpp", 3), ("pinned-gated-gray", "gated", 1)):
+        cfg = ModelConfig(arch=arch, in_channels=c, num_filters=6, num_resnet=1, num_logistic_mix=2)
+        zoo.save_model(HERE / f"{name}.safetensors", PixelCNN(cfg), name)
+        models.append(zoo.load_file(HERE / f"{name}.safetensors"))
+    rng = np.random.default_rng(20261123)
+    # smooth-ish images so that the trained-looking path (small symbols) is exercised too
+    yy, xx = np.mgrid[0:9, 0:7]
+    ramp = ((yy * 20 + xx * 13) % 256).astype(np.uint8)
+    pal = Image.fromarray((ramp % 5).astype(np.uint8), "L").convert("P")
+    pal.putpalette([10, 20, 30, 200, 100, 0, 0, 0, 255, 33, 66, 99, 250, 250, 250])
+    pal.info["transparency"] = 3
+    images = {
+        "rgb": Image.fromarray(np.stack([ramp, ramp[::-1], rng.integers(0, 256, ramp.shape, dtype=np.uint8)], -1)),
+        "rgba": Image.fromarray(np.stack([ramp, ramp, ramp, np.full_like(ramp, 255)], -1), "RGBA"),
+        "l": Image.fromarray(ramp, "L"),
+        "la": Image.fromarray(np.stack([ramp, ramp[:, ::-1]], -1), "LA"),
+        "one": Image.fromarray(ramp > 100).convert("1"),
+        "p": pal,
+    }
+    for name, img in images.items():
+        img.save(HERE / f"{name}.png")
+        (HERE / f"{name}.pxz").write_bytes(pxzip.compress(img, models))
+
+
+if __name__ == "__main__":
+    main()
