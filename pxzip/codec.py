@@ -12,7 +12,7 @@ All units of one image go into one range-coder stream.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import constriction
 import numpy as np
@@ -205,11 +205,7 @@ class _Stream:
     kinds: list[str]
     units: list[Unit]
     planes: list[np.ndarray]
-    next: int = 0
-    result: np.ndarray | None = field(default=None)
-
-
-_PLANE_KINDS = {"L": ["gray"], "LA": ["gray", "gray"], "RGB": ["rgb"], "RGBA": ["rgb", "gray"], "1": ["gray"]}
+    next: int = 0  # index of the next unit to decode
 
 
 def max_pixels() -> int:
@@ -233,7 +229,7 @@ def _open(data: bytes, given: list[zoo.Model]) -> _Stream:
     for kind, m in models.items():
         if m.kind != kind:
             raise FormatError(f"model {m.name} codes {m.kind} planes, but this file needs a {kind} model")
-    kinds = _PLANE_KINDS.get(header.mode) or ["rgb" if header.palette_as_rgb else "gray"]
+    kinds = planes.plane_kinds(header.mode, header.palette_as_rgb)
     shapes = [(header.height, header.width, models[k].cfg.in_channels) for k in kinds]
     units = units_for(header.height, header.width, header.tile_log2, len(kinds))
     decoder = constriction.stream.queue.RangeDecoder(container.bytes_to_words(payload))
@@ -284,10 +280,12 @@ def _decode_batch(batch: list[_Stream], shape: tuple[int, int]) -> None:
     model = batch[0].models[batch[0].kinds[units[0].plane]]
     try:
         tiles = decode_units(model, shape, [(s.decoder, len(u.origins)) for s, u in zip(batch, units)])
-    except (KeyboardInterrupt, SystemExit, MemoryError):
+    except BaseException as e:
+        # constriction reports bad input with ValueError, and Rust panics as pyo3's PanicException
+        # (a BaseException); anything else is a bug and must surface as itself
+        if isinstance(e, ValueError) or type(e).__name__ == "PanicException":
+            raise FormatError("corrupt payload: the coded data ends early or is damaged") from None
         raise
-    except BaseException:  # constriction's Rust panics arrive as pyo3's PanicException (a BaseException)
-        raise FormatError("corrupt payload: the coded data ends early or is damaged") from None
     pos = 0
     th, tw = shape
     for s, u in zip(batch, units):

@@ -122,6 +122,13 @@ def _read_pixels(img: Image.Image) -> np.ndarray:
         raise UnsupportedImageError(f"cannot read image: {detail}") from exc
 
 
+def plane_kinds(mode: str, palette_as_rgb: bool = False) -> list[str]:
+    """The coded planes of a mode, in order, by the kind of model that codes them."""
+    return {"L": ["gray"], "LA": ["gray", "gray"], "RGB": ["rgb"], "RGBA": ["rgb", "gray"], "1": ["gray"]}.get(
+        mode, ["rgb" if palette_as_rgb else "gray"]
+    )
+
+
 def split(img: Image.Image) -> Split:
     """Split ``img`` into coded planes (each (H, W, C) uint8, C in {1, 3})."""
     img = to_image(img)
@@ -137,27 +144,26 @@ def split(img: Image.Image) -> Split:
     palette = transparency = None
     palette_as_rgb = False
     if mode == "L":
-        planes, kinds = [gray(pixels)], ["gray"]
+        planes = [gray(pixels)]
     elif mode == "LA":
-        planes, kinds = [gray(pixels[:, :, 0]), gray(pixels[:, :, 1])], ["gray", "gray"]
+        planes = [gray(pixels[:, :, 0]), gray(pixels[:, :, 1])]
     elif mode == "RGB":
-        planes, kinds = [pixels], ["rgb"]
+        planes = [pixels]
     elif mode == "RGBA":
         planes = [np.ascontiguousarray(pixels[:, :, :3]), gray(pixels[:, :, 3])]
-        kinds = ["rgb", "gray"]
     elif mode == "1":
         # 0/255 rather than 0/1 so the gray model sees black and white as such.
-        planes, kinds = [gray(pixels * np.uint8(255))], ["gray"]
+        planes = [gray(pixels * np.uint8(255))]
     else:  # "P"
         palette = bytes(img.getpalette("RGB") or [])
         transparency = _transparency_bytes(img)
         palette_as_rgb = _colors_identify_indices(pixels, palette)
         if palette_as_rgb:
             pal = np.frombuffer(palette, dtype=np.uint8).reshape(-1, 3)
-            planes, kinds = [np.ascontiguousarray(pal[pixels])], ["rgb"]
+            planes = [np.ascontiguousarray(pal[pixels])]
         else:
-            planes, kinds = [gray(pixels)], ["gray"]
-    return Split(mode, planes, kinds, pixels, palette, transparency, palette_as_rgb)
+            planes = [gray(pixels)]
+    return Split(mode, planes, plane_kinds(mode, palette_as_rgb), pixels, palette, transparency, palette_as_rgb)
 
 
 def _check_planes(planes: list[np.ndarray], channels: list[int]) -> tuple[int, int]:
