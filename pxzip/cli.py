@@ -109,13 +109,16 @@ def _outputs(inputs: tuple[str, ...], output: str | None, suffix: str) -> list[s
     return outs
 
 
-def _run_each(inputs, outputs, work, quiet: bool, force: bool = False) -> None:
-    """Run work(inp, out) per file; report each failure in one line; exit with the first code.
+def _run_each(inputs, outputs, work, quiet: bool, force: bool = False, jobs: int = 1, opts=None) -> None:
+    """Run work(inp, out, opts) per file; report each failure in one line; exit with the first code.
 
-    outputs[i] is None for commands that write no file (info).
+    outputs[i] is None for commands that write no file (info). work returns a message, or a dict
+    with "msg", "bytes_in", "bytes_out", "dims" (summed into a summary line for several files).
+    With jobs > 1 the files are coded in that many worker processes (work must be picklable).
     """
     code = 0
     taken: set[str] = set()
+    todo = []
     for inp, out in zip(inputs, outputs):
         try:
             if out is not None and out != "-":
@@ -128,14 +131,81 @@ def _run_each(inputs, outputs, work, quiet: bool, force: bool = False) -> None:
                     raise UsageError(f"{out} is already the output of an earlier input")
                 taken.add(key)
                 _check_output(out, force)  # fail before the slow coding, not after
-            msg = work(inp, out)
-            if msg and not quiet:
-                click.echo(msg, err=True)
+            todo.append((inp, out))
         except PxzError as e:
             _err(f"{inp}: {e}")
             code = code or e.exit_code
+    totals = [0, 0, 0, 0]  # files, bytes in, bytes out, dims
+
+    def report(inp, result=None, error=None):
+        nonlocal code
+        if error is not None:
+            _err(f"{inp}: {error}")
+            code = code or error.exit_code
+            return
+        if isinstance(result, dict):
+            for k, key in enumerate(("bytes_in", "bytes_out", "dims"), 1):
+                totals[k] += result[key]
+            totals[0] += 1
+            result = result["msg"]
+        if result and not quiet:
+            click.echo(result, err=True)
+
+    if jobs > 1 and len(todo) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: torch and its thread pools do not survive fork safely
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [(inp, pool.submit(_in_worker, work, inp, out, opts)) for inp, out in todo]
+            for inp, fut in futures:
+                result, error = fut.result()
+                report(inp, result, error)
+    else:
+        for inp, out in todo:
+            try:
+                report(inp, work(inp, out, opts))
+            except PxzError as e:
+                report(inp, error=e)
+    if totals[0] > 1 and not quiet:
+        n, bin_, bout, dims = totals
+        click.echo(
+            f"{n} files: {bin_} -> {bout} bytes ({bout / max(bin_, 1):.1%}), "
+            f"{8 * (bout if work is _compress_one else bin_) / max(dims, 1):.3f} bits/dim",  # of the .pxz side
+            err=True,
+        )
     if code:
         sys.exit(code)
+
+
+def _in_worker(work, inp, out, opts):
+    """Worker-process side of --jobs: one thread each, errors returned rather than raised."""
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        return work(inp, out, opts), None
+    except PxzError as e:
+        return None, e
+
+
+def _expand(inputs: tuple[str, ...], recursive: bool, suffix: str | None) -> tuple[str, ...]:
+    """With -r, folders become the files under them: images (suffix None) or *.pxz."""
+    if not recursive:
+        return inputs
+    from pxzip import data
+
+    out: list[str] = []
+    for p in inputs:
+        path = Path(p)
+        if p != "-" and path.is_dir():
+            files = sorted(path.rglob(f"*{suffix}")) if suffix else data.image_files([path])
+            out.extend(str(f) for f in files if f.is_file())
+        else:
+            out.append(p)
+    if not out:
+        raise UsageError("no input files found")
+    return tuple(out)
 
 
 # Raw modes with 16 bits per sample that Pillow loads into an 8-bit mode by dropping the low byte
@@ -164,6 +234,8 @@ def _open_image(raw: bytes):
     """Decode image file bytes with Pillow; anything pxzip cannot code exactly is an UnsupportedImageError."""
     from PIL import Image, UnidentifiedImageError
 
+    if raw[: len(container.MAGIC)] == container.MAGIC:  # Pillow reads .pxz too, via our own plugin
+        raise UnsupportedImageError("input is already a .pxz file")
     try:
         img = Image.open(io.BytesIO(raw))
         narrowed = _is_narrowed(img)
@@ -270,27 +342,33 @@ def cli() -> None:
 @click.option("-f", "--force", is_flag=True, help="overwrite existing outputs")
 @click.option("--verify", is_flag=True, help="decode after encoding and fail (writing nothing) on any difference")
 @click.option("-q", "--quiet", is_flag=True, help="no per-file summary")
-def compress(inputs, output, model_names, tile, force, verify, quiet) -> None:
+@click.option("-r", "--recursive", is_flag=True, help="folders stand for every image file under them")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, help="files coded in parallel processes")
+def compress(inputs, output, model_names, tile, force, verify, quiet, recursive, jobs) -> None:
     """Compress images (PNG, BMP, TIFF, ...; '-' = stdin) to .pxz files."""
-    models = _models(model_names)
+    _models(model_names)  # fail early on a bad --model
+    inputs = _expand(inputs, recursive, None)
+    opts = {"models": model_names, "tile": tile, "force": force, "verify": verify}
+    _run_each(inputs, _outputs(inputs, output, ".pxz"), _compress_one, quiet, force, jobs, opts)
 
-    def work(inp: str, out: str) -> str:
-        raw = _read_input(inp)
-        img = _open_image(raw)
-        try:
-            data = codec.compress(img, models or None, tile=tile)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        if verify:
-            from pxzip import planes
 
-            if not np.array_equal(codec.decompress(data, models or None), planes.split(img).pixels):
-                raise PxzError("verification failed: the decoded image differs; nothing written")
-        write_atomic(out, data, force)
-        dims = img.width * img.height * MODE_CHANNELS[img.mode]
-        return f"{inp} -> {out}: {len(raw)} -> {len(data)} bytes, {8 * len(data) / dims:.3f} bits/dim"
+def _compress_one(inp: str, out: str, opts: dict) -> dict:
+    models = _models(opts["models"]) or None
+    raw = _read_input(inp)
+    img = _open_image(raw)
+    try:
+        data = codec.compress(img, models, tile=opts["tile"])
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if opts["verify"]:
+        from pxzip import planes
 
-    _run_each(inputs, _outputs(inputs, output, ".pxz"), work, quiet, force)
+        if not np.array_equal(codec.decompress(data, models), planes.split(img).pixels):
+            raise PxzError("verification failed: the decoded image differs; nothing written")
+    write_atomic(out, data, opts["force"])
+    dims = img.width * img.height * MODE_CHANNELS[img.mode]
+    msg = f"{inp} -> {out}: {len(raw)} -> {len(data)} bytes, {8 * len(data) / dims:.3f} bits/dim"
+    return {"msg": msg, "bytes_in": len(raw), "bytes_out": len(data), "dims": dims}
 
 
 @cli.command()
@@ -299,25 +377,31 @@ def compress(inputs, output, model_names, tile, force, verify, quiet) -> None:
 @click.option("-m", "--model", "model_names", multiple=True, help="model files to look in besides the installed ones")
 @click.option("-f", "--force", is_flag=True, help="overwrite existing outputs")
 @click.option("-q", "--quiet", is_flag=True, help="no per-file summary")
-def decompress(inputs, output, model_names, force, quiet) -> None:
+@click.option("-r", "--recursive", is_flag=True, help="folders stand for every .pxz file under them")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, help="files decoded in parallel processes")
+def decompress(inputs, output, model_names, force, quiet, recursive, jobs) -> None:
     """Decompress .pxz files ('-' = stdin) to images (PNG unless -o names another lossless format)."""
-    models = _models(model_names)
+    _models(model_names)
+    inputs = _expand(inputs, recursive, ".pxz")
+    opts = {"models": model_names, "force": force}
+    _run_each(inputs, _outputs(inputs, output, ".png"), _decompress_one, quiet, force, jobs, opts)
 
-    def work(inp: str, out: str) -> str:
-        fmt, kw = _output_format(out)
-        data = _read_input(inp)
-        header, _ = container.unpack(data)
-        _check_can_save(header.mode, fmt, kw)
-        img = codec.decompress_image(data, models or None)
-        if out == "-":
-            buf = io.BytesIO()
-            img.save(buf, format=fmt, **kw)
-            write_atomic(out, buf.getvalue(), force)
-        else:
-            write_atomic(out, None, force, save=lambda tmp: img.save(tmp, format=fmt, **kw))
-        return f"{inp} -> {out}: {img.width}x{img.height} {img.mode}"
 
-    _run_each(inputs, _outputs(inputs, output, ".png"), work, quiet, force)
+def _decompress_one(inp: str, out: str, opts: dict) -> dict:
+    fmt, kw = _output_format(out)
+    data = _read_input(inp)
+    header, _ = container.unpack(data)
+    _check_can_save(header.mode, fmt, kw)
+    img = codec.decompress_image(data, _models(opts["models"]) or None)
+    if out == "-":
+        buf = io.BytesIO()
+        img.save(buf, format=fmt, **kw)
+        write_atomic(out, buf.getvalue(), opts["force"])
+    else:
+        write_atomic(out, None, opts["force"], save=lambda tmp: img.save(tmp, format=fmt, **kw))
+    dims = img.width * img.height * MODE_CHANNELS[img.mode]
+    msg = f"{inp} -> {out}: {img.width}x{img.height} {img.mode}"
+    return {"msg": msg, "bytes_in": len(data), "bytes_out": Path(out).stat().st_size if out != "-" else 0, "dims": dims}
 
 
 @cli.command()
@@ -327,7 +411,7 @@ def info(inputs) -> None:
 
     names: dict[bytes, str] | None = None
 
-    def work(inp: str, _out: None) -> str:
+    def work(inp: str, _out: None, _opts) -> str:
         nonlocal names
         data = _read_input(inp)
         h, payload = container.unpack(data)

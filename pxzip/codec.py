@@ -281,9 +281,10 @@ def _decode_batch(batch: list[_Stream], shape: tuple[int, int]) -> None:
     try:
         tiles = decode_units(model, shape, [(s.decoder, len(u.origins)) for s, u in zip(batch, units)])
     except BaseException as e:
-        # constriction reports bad input with ValueError, and Rust panics as pyo3's PanicException
+        # constriction reports bad input with ValueError or AssertionError ("Tried to decode from compressed
+        # data that is invalid for the employed entropy model"), and Rust panics as pyo3's PanicException
         # (a BaseException); anything else is a bug and must surface as itself
-        if isinstance(e, ValueError) or type(e).__name__ == "PanicException":
+        if isinstance(e, (ValueError, AssertionError)) or type(e).__name__ == "PanicException":
             raise FormatError("corrupt payload: the coded data ends early or is damaged") from None
         raise
     pos = 0

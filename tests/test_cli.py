@@ -205,7 +205,9 @@ def test_several_inputs_write_one_output_each(tmp_path):
     b = save_png(tmp_path, "b.png", make_image("L", seed=2))
     res = run("compress", a, b, *PP)
     assert_ok(res)
-    assert len(res.stderr.splitlines()) == 2  # one summary line per file
+    lines = res.stderr.splitlines()
+    assert len(lines) == 3  # one line per file, then the totals
+    assert lines[-1].startswith("2 files:") and "bits/dim" in lines[-1]
     dec = tmp_path / "dec"
     dec.mkdir()
     for name in ("a.pxz", "b.pxz"):
@@ -723,3 +725,40 @@ def test_unknown_model_id_in_the_library(small_files, tiny_models):
     bad = data[:4] + bytes(b ^ 0xFF for b in data[4:6]) + data[6:]
     with pytest.raises(ModelNotFoundError, match="not installed"):
         pxzip.decompress(bad, [tiny_models["pp_rgb"]])
+
+
+# ---------------------------------------------------------------- directory mode
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_recursive_directory_mode(tmp_path, jobs):
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    imgs = {
+        root / "a.png": make_image("RGB", seed=1),
+        root / "sub" / "b.png": make_image("L", seed=2),
+        root / "sub" / "c.png": make_image("RGBA", seed=3),
+    }
+    for path, img in imgs.items():
+        img.save(path)
+    (root / "notes.txt").write_text("not an image")
+    res = run("compress", "-r", str(root), *PP, "-j", jobs)
+    assert_ok(res)
+    assert res.stderr.splitlines()[-1].startswith("3 files:")
+    for path in imgs:
+        assert path.with_suffix(".pxz").is_file()
+        path.unlink()  # decompress -r must never overwrite: remove the originals first
+    res = run("decompress", "-r", str(root), *PP, "-j", jobs)
+    assert_ok(res)
+    for path, img in imgs.items():
+        with Image.open(path) as back:
+            assert back.mode == img.mode and np.array_equal(np.asarray(back), np.asarray(img))
+
+
+def test_recursive_refuses_to_overwrite_and_reports_per_file(tmp_path):
+    root = tmp_path / "d"
+    root.mkdir()
+    make_image("RGB", seed=4).save(root / "a.png")
+    assert_ok(run("compress", "-r", str(root), *PP))
+    res = run("decompress", "-r", str(root), *PP)  # a.png exists: refused, not overwritten
+    assert res.exit_code == 2 and "already exists" in res.stderr
