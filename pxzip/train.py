@@ -145,7 +145,7 @@ class Trainer:
             self.sched.step()
             self._update_ema()
             self.step += 1
-            lv = float(loss)
+            lv = float(loss.detach())
             running = lv if running is None or not math.isfinite(running) else 0.98 * running + 0.02 * lv
             bar.update(1)
             bar.set_postfix(bpd=f"{running:.3f}", lr=f"{self.sched.get_last_lr()[0]:.2e}")
