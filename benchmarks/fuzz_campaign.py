@@ -531,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
                 rss.append(peak)
             if slowest is None or dt > slowest[0]:
                 slowest = (dt, i, case["strategy"], case["source"], case["desc"][:200], outcome)
-            if outcome in MUST_BE_ZERO + ("TIMEOUT", "known_gap") and len(examples[outcome]) < a.keep:
+            if outcome in MUST_BE_ZERO + ("TIMEOUT", "known_gap", "ok") and len(examples[outcome]) < a.keep:
                 examples[outcome].append(
                     {
                         "i": i,

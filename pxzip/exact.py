@@ -30,6 +30,7 @@ from pxzip.model import PixelCNN, pad_for
 
 CLAMP = 2**20  # |activation| bound (integers), i.e. 1024.0 at 10 fractional bits
 EXACT_LIMIT = 2**52  # every partial sum must stay below this to be exact in float64
+MAX_SHIFT = 24  # largest per-channel weight scale exponent at export
 LUT_RANGE = {"tanh": 8, "sig": 16, "elu": 16}  # input range (in units of 1.0) beyond which the function is flat
 
 
@@ -95,7 +96,8 @@ class ExactModel:
             wt = w * (s_in * s)  # weight mapping integer input to output in units of 2**-act_bits
             m = wt.abs().flatten(1).amax(1)
             _, expo = torch.frexp(m)  # m < 2**expo
-            shift = torch.where(m > 0, (cfg.weight_bits - 1) - expo, torch.zeros_like(expo))
+            # tiny weights would get a huge shift and blow the bias up past 2**52: cap it
+            shift = torch.where(m > 0, (cfg.weight_bits - 1) - expo, torch.zeros_like(expo)).clamp(max=MAX_SHIFT)
             wi = torch.round(wt * torch.pow(2.0, shift.double()).view(-1, 1, 1, 1))
             bi = torch.round(b * s * torch.pow(2.0, shift.double()))
             layers[name] = ExactLayer(wi, bi, shift)
