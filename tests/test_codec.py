@@ -119,3 +119,19 @@ def test_absurd_declared_sizes_are_refused_before_decoding(tiny_models, monkeypa
         pxzip.decompress(data, models)
     with pytest.raises(ValueError):
         codec.choose_tile_log2(5000, 3, 0)
+
+
+def test_thread_count_gives_identical_bytes_and_decodes(models):
+    import torch
+
+    img = rand((9, 11, 3), seed=21)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = pxzip.compress(img, models, tile=16)
+        torch.set_num_threads(2)
+        two = pxzip.compress(img, models, tile=16)
+        assert one == two
+        assert np.array_equal(pxzip.decompress(one, models), img)  # decoded with 2 threads
+    finally:
+        torch.set_num_threads(before)
