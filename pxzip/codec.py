@@ -11,6 +11,7 @@ All units of one image go into one range-coder stream.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -178,11 +179,12 @@ def compress(image, model=None, *, tile: int | None = None, trace: list | None =
         height=h,
         tile_log2=tile_log2,
         model_ids=tuple(models[k].id for k in slots),
-        crc32=container.pixel_crc(split.pixels, extra),
+        crc32=0,  # sealed below, once the header is complete
         palette=split.palette if split.mode == "P" else None,
         transparency=split.transparency if split.mode == "P" else None,
         palette_as_rgb=split.palette_as_rgb,
     )
+    header = dataclasses.replace(header, crc32=container.checksum(header, container.pixel_crc(split.pixels, extra)))
     enc = constriction.stream.queue.RangeEncoder()
     for unit in units_for(h, w, tile_log2, len(split.planes)):
         encode_unit(enc, models[split.kinds[unit.plane]], _gather(split.planes[unit.plane], unit), trace)
@@ -243,7 +245,7 @@ def _finish(s: _Stream) -> np.ndarray:
     except ChecksumError:
         raise ChecksumError("decoded image is corrupt (checksum mismatch): the file is damaged") from None
     extra = container.palette_section(h.palette, h.transparency) if h.mode == "P" else b""
-    if container.pixel_crc(pixels, extra) != h.crc32:
+    if container.checksum(h, container.pixel_crc(pixels, extra)) != h.crc32:
         raise ChecksumError("decoded image is corrupt (checksum mismatch): the file is damaged")
     return pixels
 

@@ -102,8 +102,8 @@ def _check_header(h: Header) -> None:
         raise ValueError(f"palette fields set for mode {h.mode}")
 
 
-def pack(header: Header, payload: bytes) -> bytes:
-    """Serialize ``header`` followed by ``payload`` into .pxz file bytes."""
+def _prefix(header: Header) -> bytes:
+    """The header bytes before the checksum field (canonical: unpack accepts only this encoding)."""
     _check_header(header)
     flags = FLAG_PALETTE_AS_RGB if header.palette_as_rgb else 0
     parts = [
@@ -115,9 +115,24 @@ def pack(header: Header, payload: bytes) -> bytes:
     ]
     if header.mode == "P":
         parts.append(palette_section(header.palette or b"", header.transparency))
-    parts.append(header.crc32.to_bytes(4, "little"))
-    parts.append(payload)
     return b"".join(parts)
+
+
+def checksum(header: Header, pixels_crc: int) -> int:
+    """The stored CRC-32: over the pixels (``pixel_crc``), continued over the header bytes.
+
+    Covering the header too means a damaged size, mode, tile or model field is caught even when
+    the payload would decode under it (an all-black image has an empty payload, for example).
+    """
+    return zlib.crc32(_prefix(header), pixels_crc)
+
+
+def pack(header: Header, payload: bytes) -> bytes:
+    """Serialize ``header`` followed by ``payload`` into .pxz file bytes.
+
+    ``header.crc32`` is stored as is: build it with ``checksum(header, pixel_crc(...))``.
+    """
+    return b"".join([_prefix(header), header.crc32.to_bytes(4, "little"), payload])
 
 
 class _Reader:

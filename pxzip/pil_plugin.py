@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImagePalette
 
 from pxzip import codec, container
+from pxzip.errors import FormatError
 
 FORMAT = "PXZ"
 
@@ -22,7 +23,10 @@ class PxzImageFile(ImageFile.ImageFile):
 
     def _open(self) -> None:
         data = self.fp.read()
-        header, _ = container.unpack(data)  # FormatError (a ValueError for Pillow's purposes) if not ours
+        try:
+            header, _ = container.unpack(data)
+        except FormatError as e:  # Pillow's "not my format" signal; Image.open then tries the others
+            raise SyntaxError(str(e)) from None
         self._size = (header.width, header.height)
         self._mode = header.mode
         if header.mode == "P":

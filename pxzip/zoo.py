@@ -86,18 +86,32 @@ class Model:
 
 def save_model(path: str | Path, float_model, name: str, extra: dict | None = None) -> str:
     """Export a trained float model with its exact integer version; returns the file's sha256."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     em = ExactModel.from_float(float_model)
     tensors = {f"float.{k}": v.detach().cpu().float().contiguous() for k, v in float_model.state_dict().items()}
     tensors |= em.state()
     meta = {"format": MODEL_FORMAT, "name": name, "config": float_model.cfg.to_json()}
     meta |= {k: json.dumps(v) for k, v in (extra or {}).items()}
+    raw = _canonical(save(tensors, metadata=meta))
     path = Path(path)
     tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
+    tmp.write_bytes(raw)
     tmp.replace(path)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _canonical(raw: bytes) -> bytes:
+    """Rewrite a safetensors header with sorted keys, so the same weights give the same bytes.
+
+    safetensors writes the metadata in hash-map order, which differs between processes; the file's
+    sha256 is the model's identity in .pxz headers, so it must be a function of the content alone.
+    Tensor offsets are relative to the data section, so only the header changes.
+    """
+    n = int.from_bytes(raw[:8], "little")
+    head = json.dumps(json.loads(raw[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # keep the data section 8-byte aligned, as safetensors does
+    return len(head).to_bytes(8, "little") + head + raw[8 + n :]
 
 
 _CACHE: dict[str, Model] = {}
