@@ -20,7 +20,8 @@ def _rates(path: str) -> str:
     rates, n = r["rates"], r["n"]
     base = r.get("baselines") or {}
     lines = [
-        f"**{r.get('dataset', path)}** ({n} images, {r['n_exact']}/{n} decoded bit-exact), bits/dim, mean over images:",
+        f"**{r.get('dataset', path)}**{' (first ' + str(n) + ' images)' if (r.get('source') or {}).get('limit') else ''}"
+        f": {n} images, {r['n_exact']}/{n} decoded bit-exact; bits/dim, mean over images:",
         "",
         "| float NLL | exact tables (ideal) | payload | whole .pxz file |" + "".join(f" {k} |" for k in base),
         "|---|---|---|---|" + "---|" * len(base),
