@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from functools import partial
 
 import constriction
 import numpy as np
@@ -125,22 +126,14 @@ def decode_units(model: zoo.Model, shape: tuple[int, int], parts: list[tuple[obj
     for i in range(th):
         st.start_row(i)
         for j in range(tw):
-            mix = None
+            steps = tables.PixelSteps(cfg, em.luts, partial(st.params_int, j))
             for ch in range(c):
-                if cfg.arch == "gated":
-                    prm = st.params(j).to(torch.int64).numpy()
-                    fr = tables.softmax_freqs(prm[:, ch * 256 : (ch + 1) * 256], em.luts)
-                else:
-                    if mix is None:
-                        mix = tables.Mixture(st.params(j).to(torch.int64).numpy(), cfg, em.luts)
-                    fr = mix.freqs(ch)
-                probs = _probs(fr)
+                probs = _probs(steps.freqs(ch))
                 for (dec, _), lo, hi in zip(parts, bounds[:-1], bounds[1:]):
                     vals[lo:hi] = dec.decode(FAMILY, probs[lo:hi])
                 out[:, i, j, ch] = vals
                 st.set_pixel(j, ch, torch.from_numpy(vals))
-                if mix is not None:
-                    mix.observe(ch, vals)
+                steps.observe(ch, vals)
     return out
 
 

@@ -322,6 +322,10 @@ class Stepper:
             out = network.h_stream(self.em.cfg, PosOps(self.em, self, j))
         return out[:, :, 0, 0]
 
+    def params_int(self, j: int) -> np.ndarray:
+        """`params(j)` as an int64 numpy array, the form the table builders take."""
+        return self.params(j).to(torch.int64).cpu().numpy()
+
     def set_pixel(self, j: int, c: int, values: torch.Tensor) -> None:
         self.x[:, c, self.i, j] = values.to(self.x) * 2 - 255
 

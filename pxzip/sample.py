@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import torch
 from PIL import Image
@@ -28,20 +30,12 @@ def sample(model: Model, n: int, height: int = 32, width: int = 32, seed: int = 
     for i in range(height):
         st.start_row(i)
         for j in range(width):
-            mix = None
+            steps = tables.PixelSteps(cfg, em.luts, partial(st.params_int, j))
             for ch in range(c):
-                if cfg.arch == "gated":
-                    prm = st.params(j).to(torch.int64).numpy()
-                    fr = tables.softmax_freqs(prm[:, ch * 256 : (ch + 1) * 256], em.luts)
-                else:
-                    if mix is None:
-                        mix = tables.Mixture(st.params(j).to(torch.int64).numpy(), cfg, em.luts)
-                    fr = mix.freqs(ch)
-                v = _draw(fr, rng)
+                v = _draw(steps.freqs(ch), rng)
                 out[:, i, j, ch] = v
                 st.set_pixel(j, ch, torch.from_numpy(v))
-                if mix is not None:
-                    mix.observe(ch, v)
+                steps.observe(ch, v)
     return out
 
 

@@ -124,6 +124,31 @@ class Mixture:
         self.u.append(values * 2 - 255)
 
 
+class PixelSteps:
+    """Frequencies of one pixel's channels in coding order, for step-by-step users (decoder, sampler).
+
+    params: a callable returning the head output (N, P) at the current position, as integers. The
+    Gated PixelCNN's channel masks make its output depend on the channels already set, so it is
+    asked again for every channel; PixelCNN++ is asked once and couples channels in the mixture.
+    Call `freqs(c)`, then `observe(c, values)` once channel c is known, for c = 0, 1, ...
+    """
+
+    def __init__(self, cfg: ModelConfig, luts: dict[str, np.ndarray], params):
+        self.cfg, self.luts, self.params = cfg, luts, params
+        self.mix: Mixture | None = None
+
+    def freqs(self, c: int) -> np.ndarray:
+        if self.cfg.arch == "gated":
+            return softmax_freqs(self.params()[:, c * 256 : (c + 1) * 256], self.luts)
+        if self.mix is None:
+            self.mix = Mixture(self.params(), self.cfg, self.luts)
+        return self.mix.freqs(c)
+
+    def observe(self, c: int, values: np.ndarray) -> None:
+        if self.mix is not None:
+            self.mix.observe(c, values)
+
+
 def head_freqs_all(params: np.ndarray, pixels: np.ndarray, cfg: ModelConfig, luts) -> np.ndarray:
     """Encoder side: params (N, P), the known pixels (N, C) -> frequencies (N, C, 256)."""
     n, c = pixels.shape

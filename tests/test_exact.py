@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -115,17 +117,12 @@ def _decoder_tables(em: ExactModel, pixels: np.ndarray) -> np.ndarray:
     for i in range(h):
         st.start_row(i)
         for j in range(w):
-            mix = None
+            steps = tables.PixelSteps(em.cfg, em.luts, partial(st.params_int, j))
             for ch in range(c):
-                if em.cfg.arch == "gated":
-                    prm = st.params(j).to(torch.int64).numpy()
-                    out[:, i, j, ch] = tables.softmax_freqs(prm[:, ch * 256 : (ch + 1) * 256], em.luts)
-                else:
-                    if mix is None:
-                        mix = tables.Mixture(st.params(j).to(torch.int64).numpy(), em.cfg, em.luts)
-                    out[:, i, j, ch] = mix.freqs(ch)
-                    mix.observe(ch, pixels[:, i, j, ch])
-                st.set_pixel(j, ch, torch.from_numpy(pixels[:, i, j, ch].astype(np.int64)))
+                out[:, i, j, ch] = steps.freqs(ch)
+                v = pixels[:, i, j, ch].astype(np.int64)
+                st.set_pixel(j, ch, torch.from_numpy(v))
+                steps.observe(ch, v)
     return out
 
 
