@@ -137,10 +137,10 @@ def decode_units(model: zoo.Model, shape: tuple[int, int], parts: list[tuple[obj
     return out
 
 
-def _models_for(slots, given: list[zoo.Model], height: int, width: int) -> dict[str, zoo.Model]:
+def _models_for(slots, given: list[zoo.Model]) -> dict[str, zoo.Model]:
     """Slot kind -> model for compression: a given model fills its kind, defaults the rest."""
     chosen = {m.kind: m for m in given}
-    return {kind: chosen.get(kind) or zoo.default_model(kind, height, width) for kind in slots}
+    return {kind: chosen.get(kind) or zoo.default_model(kind) for kind in slots}
 
 
 def _as_models(model) -> list[zoo.Model]:
@@ -164,7 +164,7 @@ def compress(image, model=None, *, tile: int | None = None, trace: list | None =
     h, w = split.pixels.shape[:2]
     tile_log2 = choose_tile_log2(h, w, tile)
     slots = container.model_slots(split.mode, split.palette_as_rgb)
-    models = _models_for(slots, _as_models(model), h, w)
+    models = _models_for(slots, _as_models(model))
     extra = container.palette_section(split.palette, split.transparency) if split.mode == "P" else b""
     header = container.Header(
         mode=split.mode,
