@@ -19,9 +19,10 @@ def _rates(path: str) -> str:
     r = json.loads(Path(path).read_text())
     rates, n = r["rates"], r["n"]
     base = r.get("baselines") or {}
+    subset = f" (first {n} images)" if (r.get("source") or {}).get("limit") else ""
     lines = [
-        f"**{r.get('dataset', path)}**{' (first ' + str(n) + ' images)' if (r.get('source') or {}).get('limit') else ''}"
-        f": {n} images, {r['n_exact']}/{n} decoded bit-exact; bits/dim, mean over images:",
+        f"**{r.get('dataset', path)}**{subset}: {n} images, {r['n_exact']}/{n} decoded bit-exact; "
+        "bits/dim, mean over images:",
         "",
         "| float NLL | exact tables (ideal) | payload | whole .pxz file |" + "".join(f" {k} |" for k in base),
         "|---|---|---|---|" + "---|" * len(base),
