@@ -6,6 +6,9 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 ARCHS = ("pixelcnnpp", "gated")
+# log-scale range of the logistic mixture: the float loss floors at the minimum (as PixelCNN++),
+# the exact tables clamp to both ends (their inverse-scale lookup table spans exactly this range)
+LOG_SCALE_MIN, LOG_SCALE_MAX = -7, 7
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from pxzip import network
-from pxzip.config import ModelConfig
+from pxzip.config import LOG_SCALE_MAX, LOG_SCALE_MIN, ModelConfig
 from pxzip.model import PixelCNN, pad_for
 
 CLAMP = 2**20  # |activation| bound (integers), i.e. 1024.0 at 10 fractional bits
@@ -47,7 +47,7 @@ def make_luts(act_bits: int) -> dict[str, np.ndarray]:
     # coder tables (see tables.py): logistic CDF, inverse scale, exp for mixture weights / softmax
     t = np.arange(-24 * s, 24 * s + 1) / s
     luts["cdf"] = np.round(2.0**24 / (1 + np.exp(-t)))
-    ls = np.arange(-7 * s, 7 * s + 1) / s
+    ls = np.arange(LOG_SCALE_MIN * s, LOG_SCALE_MAX * s + 1) / s
     luts["inv_scale"] = np.round(2.0**24 * np.exp(-ls) / 255)
     d = np.arange(-24 * s, 1) / s
     luts["exp"] = np.round(2.0**24 * np.exp(d))
@@ -154,7 +154,7 @@ def make_luts_shapes(act_bits: int) -> dict[str, tuple[int, ...]]:
         "sig": (2 * LUT_RANGE["sig"] * s + 1,),
         "elu": (LUT_RANGE["elu"] * s + 1,),
         "cdf": (48 * s + 1,),
-        "inv_scale": (14 * s + 1,),
+        "inv_scale": ((LOG_SCALE_MAX - LOG_SCALE_MIN) * s + 1,),
         "exp": (24 * s + 1,),
     }
 

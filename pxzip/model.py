@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pxzip import network
-from pxzip.config import ModelConfig
+from pxzip.config import LOG_SCALE_MIN, ModelConfig
 
 
 def pad_for(spec: network.ConvSpec) -> tuple[int, int, int, int]:
@@ -110,9 +110,6 @@ def split_mixture(out: torch.Tensor, cfg: ModelConfig):
     log_s = out[:, k + c * k : k + 2 * c * k].reshape(out.shape[0], c, k, *rest)
     coeffs = out[:, k + 2 * c * k :].reshape(out.shape[0], 3 if c == 3 else 0, k, *rest)
     return pi, mu, log_s, coeffs
-
-
-LOG_SCALE_MIN = -7.0  # PixelCNN++'s floor on log-scales, shared with the exact tables
 
 
 def logistic_mixture_nll(out: torch.Tensor, pixels: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:

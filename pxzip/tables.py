@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from pxzip.config import ModelConfig
+from pxzip.config import LOG_SCALE_MAX, LOG_SCALE_MIN, ModelConfig
 
 PRECISION = 24  # frequencies of one table sum to 2**PRECISION (constriction's default precision)
 CDF_BITS = 24  # the logistic CDF table is scaled by 2**CDF_BITS
 WEIGHT_BITS = 15  # mixture weights are renormalised to sum to about 2**WEIGHT_BITS
 MEAN_CLAMP_UNITS = 512  # means are clamped to +-512 "u" units (pixels span -255..255)
-LOG_SCALE_MIN, LOG_SCALE_MAX = -7, 7
 
 
 def to_freqs(mass: np.ndarray) -> np.ndarray:

@@ -34,7 +34,6 @@ class TrainConfig:
     bf16: bool = False  # bf16 autocast on CPU/CUDA (faster here; weights stay float32)
     channels_last: bool = False  # NHWC memory format
     device: str = "cpu"  # "cpu" or "cuda"
-    threads: int = 0  # torch threads (0 = torch default)
     grad_clip: float = 1.0  # global gradient-norm clip
 
 
@@ -108,8 +107,9 @@ class Trainer:
         if self.eval_data is None:
             return float("nan")
         total, n = 0.0, 0
-        for i in range(0, len(self.eval_data), 100):
-            xb = self.eval_data[i : i + 100].to(self.dev)
+        data = self.eval_data[: self.cfg.eval_images]
+        for i in range(0, len(data), 100):
+            xb = data[i : i + 100].to(self.dev)
             with self._autocast():
                 total += float(self.ema.nll(xb)) * len(xb)
             n += len(xb)

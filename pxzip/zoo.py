@@ -14,8 +14,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from pxzip.config import ModelConfig
 from pxzip.errors import ModelFileError, ModelNotFoundError, UsageError
 from pxzip.exact import ExactModel
@@ -205,8 +203,3 @@ def find_by_id(model_id: bytes, candidates: list[Model] | None = None) -> Model:
         f"this file was made with model id {model_id.hex()}, which is not installed "
         "(pass it with --model FILE, or put it in $PXZIP_MODELS)"
     )
-
-
-def weights_to_device(model: Model, device: str | torch.device) -> Model:
-    model.exact.to(device)
-    return model
