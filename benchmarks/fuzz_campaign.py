@@ -55,14 +55,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from pxzip.container import MAGIC, fields, join, varint  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
-MAGIC = b"\x89X"
 DEFAULT_MAX_PIXELS = 2**27  # pxzip.codec.max_pixels() without $PXZIP_MAX_PIXELS
 INTERESTING_SIZES = [
     0, 1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 127, 128, 255, 256, 4095, 4096, 4097, 2**14, 2**21 - 1,
     2**21, 2**24 - 1, 2**24, 2**24 + 1, 2**27, 2**31, 2**31 + 1, 2**35 - 1,
 ]  # fmt: skip
-FIELDS = ("vm", "tf", "ids", "width", "height", "pal", "crc", "payload")
 STRATEGIES = (
     "bitflip", "overwrite", "truncate", "insert", "delete", "field", "huge", "model_id", "splice", "junk", "multi",
 )  # fmt: skip
@@ -175,37 +175,6 @@ def make_corpus(model_paths: list[Path], zero_images: bool, seed: int = 0) -> li
 
 
 # ------------------------------------------------------------------------------------- mutations
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def fields(data: bytes) -> dict[str, bytes]:
-    """A valid file's raw fields; MAGIC + their concatenation in FIELDS order is the file."""
-    from pxzip import container
-
-    h, payload = container.unpack(data)
-    pal = container.palette_section(h.palette, h.transparency) if h.mode == "P" else b""
-    return {
-        "vm": data[2:3],
-        "tf": data[3:4],
-        "ids": b"".join(h.model_ids),
-        "width": varint(h.width),
-        "height": varint(h.height),
-        "pal": pal,
-        "crc": h.crc32.to_bytes(4, "little"),
-        "payload": payload,
-    }
-
-
-def join(f: dict[str, bytes]) -> bytes:
-    return MAGIC + b"".join(f[k] for k in FIELDS)
 
 
 def _size(r: random.Random) -> int:

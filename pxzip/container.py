@@ -59,7 +59,8 @@ class Header:
     palette_as_rgb: bool = False
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """Unsigned LEB128, shortest form (the only form `unpack` accepts)."""
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -74,7 +75,7 @@ def _varint(value: int) -> bytes:
 def palette_section(palette: bytes | None, transparency: bytes | None) -> bytes:
     """The palette section exactly as stored in the file (also fed to the CRC)."""
     pal, trns = palette or b"", transparency or b""
-    return _varint(len(pal) // 3) + pal + _varint(len(trns)) + trns
+    return varint(len(pal) // 3) + pal + varint(len(trns)) + trns
 
 
 def _check_header(h: Header) -> None:
@@ -110,8 +111,8 @@ def _prefix(header: Header) -> bytes:
         MAGIC,
         bytes([(FORMAT_VERSION << 4) | MODE_CODES[header.mode], (header.tile_log2 << 4) | flags]),
         *header.model_ids,
-        _varint(header.width),
-        _varint(header.height),
+        varint(header.width),
+        varint(header.height),
     ]
     if header.mode == "P":
         parts.append(palette_section(header.palette or b"", header.transparency))
@@ -225,6 +226,30 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         palette_as_rgb=palette_as_rgb,
     )
     return header, data[r.pos :]
+
+
+FIELDS = ("vm", "tf", "ids", "width", "height", "pal", "crc", "payload")  # the byte fields after MAGIC
+
+
+def fields(data: bytes) -> dict[str, bytes]:
+    """A valid file's raw byte fields by name; `join(fields(data)) == data` (for tools that dissect
+    or mutate files: the fuzz tests, the fuzz campaign)."""
+    h, payload = unpack(data)
+    return {
+        "vm": data[2:3],
+        "tf": data[3:4],
+        "ids": b"".join(h.model_ids),
+        "width": varint(h.width),
+        "height": varint(h.height),
+        "pal": palette_section(h.palette, h.transparency) if h.mode == "P" else b"",
+        "crc": h.crc32.to_bytes(4, "little"),
+        "payload": payload,
+    }
+
+
+def join(f: dict[str, bytes]) -> bytes:
+    """Inverse of `fields` (any field may have been replaced by arbitrary bytes)."""
+    return MAGIC + b"".join(f[k] for k in FIELDS)
 
 
 def words_to_bytes(words: np.ndarray) -> bytes:

@@ -87,10 +87,10 @@ def _raw(mode_code: int, tile_flags: int, body: bytes) -> bytes:
 
 
 def test_absurd_sizes() -> None:
-    big = container._varint(2**30)
+    big = container.varint(2**30)
     with pytest.raises(FormatError, match="declared size"):
         unpack(_raw(0, 0, ID_GRAY + big + big + bytes(4)))
-    side = container._varint(2**24)
+    side = container.varint(2**24)
     with pytest.raises(FormatError, match="declared size 16777216x16777216 is too large"):
         unpack(_raw(0, 0, ID_GRAY + side + side + bytes(4)))
     with pytest.raises(FormatError):

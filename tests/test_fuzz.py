@@ -184,38 +184,7 @@ def check(fuzz, data: bytes, sample: Sample | None = None):
 # ---------------------------------------------------------------- header layout and raw rewrites
 
 
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-FIELDS = ("vm", "tf", "ids", "width", "height", "pal", "crc", "payload")
-
-
-def fields(data: bytes) -> dict[str, bytes]:
-    """Split a valid file into its raw fields (concatenating them in FIELDS order gives it back)."""
-    h, payload = container.unpack(data)
-    pal = container.palette_section(h.palette, h.transparency) if h.mode == "P" else b""
-    out = {
-        "vm": data[2:3],
-        "tf": data[3:4],
-        "ids": b"".join(h.model_ids),
-        "width": varint(h.width),
-        "height": varint(h.height),
-        "pal": pal,
-        "crc": h.crc32.to_bytes(4, "little"),
-        "payload": payload,
-    }
-    assert join(out) == data
-    return out
-
-
-def join(f: dict[str, bytes]) -> bytes:
-    return container.MAGIC + b"".join(f[k] for k in FIELDS)
+varint, fields, join = container.varint, container.fields, container.join
 
 
 def header_len(data: bytes) -> int:
