@@ -41,15 +41,19 @@ JSON schema (``--json FILE``; every rate in bits/dim; ``null`` where undefined):
           header       = file - payload  (pct of payload)
           total        = file - nll     (pct of nll),
       "timing": {"encode_s", "decode_s", "nll_s", "encode_images_per_s", "encode_ms_per_image",
-                 "decode_images_per_s", "decode_ms_per_image", "decode_batch"},
-      "memory": {"peak_rss_mb_after_encode", "peak_rss_mb"},   # getrusage max RSS, whole process
+                 "decode_images_per_s", "decode_ms_per_image", "decode_batch",
+                 "jobs", "wall_s", "round_trip_images_per_s"},
+      "memory": {"peak_rss_mb_after_encode", "peak_rss_mb"},   # getrusage max RSS of the largest process
       "baselines": {codec: {"bpd": [...], "mean", "pooled", "enc_ms", "dec_ms", "n_exact", "n"}},
       "baselines_skipped": [codec names not available on this machine]
     }
 
 Means and overheads are over the images that encoded (all of them, unless errors are listed).
 Encode time covers `codec.compress` per image (tracing included; it is one gather per row);
-decode time covers `codec.decompress_many` over batches of ``decode_batch`` images.
+decode time covers `codec.decompress_many` over batches of ``decode_batch`` images. Both are
+summed over the ``jobs`` worker processes, so the ms/image figures are the cost on one worker;
+``wall_s`` is the elapsed time of the whole measurement (encode, decode, compare, NLL) and
+``round_trip_images_per_s`` = n / wall_s is the throughput with all jobs.
 """
 
 from __future__ import annotations
@@ -294,6 +298,100 @@ def _progress(total: int, desc: str, enabled: bool | None):
     return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=None if enabled is None else not enabled)
 
 
+def _measure(items: Sequence[Item], models: Sequence[zoo.Model], tile: int | None, batch: int) -> dict:
+    """Encode, decode, compare and float-NLL one chunk of items (models[i] codes items[i]).
+
+    Returns per-item arrays (file_bytes, payload_bytes, ideal, exact, nll) and the chunk's
+    errors (indices local to the chunk), seconds spent and this process's peak RSS.
+    """
+    n = len(items)
+    given = list({m.sha256: m for m in models}.values())
+    errors: list[dict] = []
+
+    # 1. encode every image, tracing the exact frequencies of the coded symbols
+    blobs: list[bytes | None] = [None] * n
+    ideal = np.full(n, np.nan)
+    payload_bytes = np.zeros(n, np.int64)
+    t0 = time.perf_counter()
+    for i, it in enumerate(items):
+        trace: list[np.ndarray] = []
+        try:
+            blobs[i] = codec.compress(it.pixels, models[i], tile=tile, trace=trace)
+        except Exception as e:  # counted and reported, never hidden
+            errors.append({"index": i, "name": it.name, "stage": "encode", "error": f"{type(e).__name__}: {e}"})
+            continue
+        ideal[i] = codec.ideal_bits(trace)
+        payload_bytes[i] = len(container.unpack(blobs[i])[1])
+    enc_s = time.perf_counter() - t0
+    rss_after_encode = peak_rss_mb()
+
+    # 2. decode in batches with the batched decoder; compare with the originals
+    exact = np.zeros(n, bool)
+    coded = [i for i in range(n) if blobs[i] is not None]
+    dec_s = 0.0
+    for k in range(0, len(coded), batch):
+        idx = coded[k : k + batch]
+        t0 = time.perf_counter()
+        try:
+            decoded = codec.decompress_many([blobs[i] for i in idx], given)
+        except Exception:
+            decoded = None
+        dec_s += time.perf_counter() - t0
+        if decoded is None:  # find out which images fail, one by one
+            decoded = []
+            for i in idx:
+                try:
+                    decoded.append(codec.decompress(blobs[i], given))
+                except Exception as e:
+                    decoded.append(None)
+                    errors.append(
+                        {"index": i, "name": items[i].name, "stage": "decode", "error": f"{type(e).__name__}: {e}"}
+                    )
+        for i, dec in zip(idx, decoded):
+            if dec is None:
+                continue
+            orig = items[i].pixels
+            exact[i] = dec.shape == orig.shape and dec.dtype == orig.dtype and bool(np.array_equal(dec, orig))
+            if not exact[i]:
+                diff = "shape differs" if dec.shape != orig.shape else f"{int((dec != orig).sum())} values differ"
+                errors.append({"index": i, "name": items[i].name, "stage": "compare", "error": f"decoded: {diff}"})
+
+    # 3. the float model's NLL on the same tiles
+    t0 = time.perf_counter()
+    nll = float_nll_bits(items, models, tile)
+    nll_s = time.perf_counter() - t0
+    return {
+        "file_bytes": np.array([len(b) if b is not None else 0 for b in blobs], np.int64),
+        "ok": np.array([b is not None for b in blobs]),
+        "payload_bytes": payload_bytes,
+        "ideal": ideal,
+        "exact": exact,
+        "nll": nll,
+        "errors": errors,
+        "encode_s": enc_s,
+        "decode_s": dec_s,
+        "nll_s": nll_s,
+        "rss_after_encode": rss_after_encode,
+        "rss": peak_rss_mb(),
+    }
+
+
+_WORKER_MODELS: dict[str, zoo.Model] = {}
+
+
+def _measure_in_worker(items: list[Item], model_paths: list[str], tile: int | None, batch: int, threads: int) -> dict:
+    """Worker-process side of --jobs: models loaded once per process (from their files, hash-checked)."""
+    torch.set_num_threads(threads)
+    for p in set(model_paths):
+        if p not in _WORKER_MODELS:
+            _WORKER_MODELS[p] = zoo.load_model(Path(p))
+    return _measure(items, [_WORKER_MODELS[p] for p in model_paths], tile, batch)
+
+
+def _chunks(n: int, size: int) -> list[range]:
+    return [range(k, min(n, k + size)) for k in range(0, n, size)]
+
+
 def run(
     items: Sequence[Item],
     models=None,
@@ -304,84 +402,68 @@ def run(
     dataset: str = "files",
     source: dict | None = None,
     progress: bool | None = None,
+    jobs: int = 1,
 ) -> dict:
     """Benchmark items; returns the report (the JSON schema in the module docstring).
 
-    progress: tqdm bars on stderr (None: only when stderr is a terminal).
+    progress: a tqdm bar on stderr (None: only when stderr is a terminal).
+    jobs: worker processes (spawned, one torch thread each) that take chunks of at most `batch`
+    images; 1 measures in this process, with torch's current thread count.
     """
     if not items:
         raise UsageError("no images to benchmark")
     if batch < 1:
         raise UsageError(f"--batch must be >= 1, got {batch}")
+    if jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {jobs}")
     per_item = resolve_models(items, models)
     given = list({m.sha256: m for m in per_item}.values())
     n = len(items)
     dims = np.array([it.pixels.size for it in items], np.float64)
-    errors: list[dict] = []
 
-    # 1. encode every image, tracing the exact frequencies of the coded symbols
-    blobs: list[bytes | None] = [None] * n
-    ideal = np.full(n, np.nan)
-    payload_bytes = np.zeros(n, np.int64)
-    enc_s = 0.0
-    with _progress(n, "encode", progress) as bar:
-        for i, it in enumerate(items):
-            trace: list[np.ndarray] = []
-            t0 = time.perf_counter()
-            try:
-                blobs[i] = codec.compress(it.pixels, per_item[i], tile=tile, trace=trace)
-            except Exception as e:  # counted and reported, never hidden
-                errors.append({"index": i, "name": it.name, "stage": "encode", "error": f"{type(e).__name__}: {e}"})
-            enc_s += time.perf_counter() - t0
-            if blobs[i] is not None:
-                ideal[i] = codec.ideal_bits(trace)
-                payload_bytes[i] = len(container.unpack(blobs[i])[1])
-            bar.update()
-    rss_after_encode = peak_rss_mb()
+    # chunks small enough that every job gets work, large enough to batch the decoder
+    chunks = _chunks(n, max(1, min(batch, -(-n // jobs))))
+    parts: list[dict] = []
+    wall0 = time.perf_counter()
+    with _progress(n, "encode+decode", progress) as bar:
+        if jobs == 1:
+            for ch in chunks:
+                parts.append(_measure([items[i] for i in ch], [per_item[i] for i in ch], tile, batch))
+                bar.update(len(ch))
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
 
-    # 2. decode in batches with the batched decoder; compare with the originals
-    exact = np.zeros(n, bool)
-    coded = [i for i in range(n) if blobs[i] is not None]
-    dec_s = 0.0
-    with _progress(len(coded), "decode", progress) as bar:
-        for k in range(0, len(coded), batch):
-            idx = coded[k : k + batch]
-            t0 = time.perf_counter()
-            try:
-                decoded = codec.decompress_many([blobs[i] for i in idx], given)
-            except Exception:
-                decoded = None
-            dec_s += time.perf_counter() - t0
-            if decoded is None:  # find out which images fail, one by one
-                decoded = []
-                for i in idx:
-                    try:
-                        decoded.append(codec.decompress(blobs[i], given))
-                    except Exception as e:
-                        decoded.append(None)
-                        errors.append(
-                            {"index": i, "name": items[i].name, "stage": "decode", "error": f"{type(e).__name__}: {e}"}
-                        )
-            for i, dec in zip(idx, decoded):
-                if dec is None:
-                    continue
-                orig = items[i].pixels
-                exact[i] = dec.shape == orig.shape and dec.dtype == orig.dtype and bool(np.array_equal(dec, orig))
-                if not exact[i]:
-                    diff = "shape differs" if dec.shape != orig.shape else f"{int((dec != orig).sum())} values differ"
-                    errors.append(
-                        {"index": i, "name": items[i].name, "stage": "compare", "error": f"decoded image: {diff}"}
+            if any(m.path is None for m in given):
+                raise UsageError("--jobs needs models loaded from files")
+            # spawn: torch and its thread pools do not survive fork safely
+            with ProcessPoolExecutor(min(jobs, len(chunks)), mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = [
+                    pool.submit(
+                        _measure_in_worker,
+                        [items[i] for i in ch],
+                        [str(per_item[i].path) for i in ch],
+                        tile,
+                        batch,
+                        1,
                     )
-            bar.update(len(idx))
+                    for ch in chunks
+                ]
+                for fut, ch in zip(futures, chunks):
+                    parts.append(fut.result())
+                    bar.update(len(ch))
+    wall_s = time.perf_counter() - wall0
+
+    def cat(key: str) -> np.ndarray:
+        return np.concatenate([p[key] for p in parts])
+
+    errors = [e | {"index": e["index"] + ch.start} for p, ch in zip(parts, chunks) for e in p["errors"]]
     errors.sort(key=lambda e: e["index"])
-
-    # 3. the float model's NLL on the same tiles
-    t0 = time.perf_counter()
-    nll = float_nll_bits(items, per_item, tile)
-    nll_s = time.perf_counter() - t0
-
-    file_bytes = np.array([len(b) if b is not None else 0 for b in blobs], np.int64)
-    ok = np.array([b is not None for b in blobs])
+    exact, nll, ideal, ok = cat("exact"), cat("nll"), cat("ideal"), cat("ok")
+    payload_bytes, file_bytes = cat("payload_bytes"), cat("file_bytes")
+    enc_s, dec_s, nll_s = (sum(p[k] for p in parts) for k in ("encode_s", "decode_s", "nll_s"))
+    rss_after_encode = max(p["rss_after_encode"] for p in parts)
+    rss = max(max(p["rss"] for p in parts), peak_rss_mb())
     stage_bits = {"nll": nll, "ideal": ideal, "payload": 8.0 * payload_bytes, "file": 8.0 * file_bytes}
     rates = {s: _mean_pooled(stage_bits[s][ok], dims[ok]) for s in STAGES}
 
@@ -397,7 +479,7 @@ def run(
         if "not available" not in str(w.message):
             warnings.warn(w.message, stacklevel=2)
 
-    n_coded = len(coded)
+    n_coded = int(ok.sum())
     return {
         "schema": SCHEMA,
         "dataset": dataset,
@@ -443,8 +525,11 @@ def run(
             "decode_images_per_s": n_coded / dec_s if dec_s > 0 else None,
             "decode_ms_per_image": 1000.0 * dec_s / n_coded if n_coded else None,
             "decode_batch": batch,
+            "jobs": jobs,
+            "wall_s": wall_s,
+            "round_trip_images_per_s": n / wall_s if wall_s > 0 else None,
         },
-        "memory": {"peak_rss_mb_after_encode": rss_after_encode, "peak_rss_mb": peak_rss_mb()},
+        "memory": {"peak_rss_mb_after_encode": rss_after_encode, "peak_rss_mb": rss},
         "baselines": base,
         "baselines_skipped": skipped,
     }
@@ -517,6 +602,10 @@ def format_report(r: dict) -> str:
         f"encode: {_f(tm['encode_images_per_s'], '.2f')} images/s ({_f(tm['encode_ms_per_image'], '.1f')} ms/image); "
         f"decode: {_f(tm['decode_images_per_s'], '.2f')} images/s ({_f(tm['decode_ms_per_image'], '.1f')} ms/image, "
         f"batches of {tm['decode_batch']}); float NLL pass {tm['nll_s']:.1f} s"
+    )
+    lines.append(
+        f"wall time: {tm['wall_s']:.1f} s with {tm['jobs']} job(s), "
+        f"{_f(tm['round_trip_images_per_s'], '.2f')} images/s round trip"
     )
     lines.append(
         f"peak memory (max RSS): {mem['peak_rss_mb']:.0f} MB "

@@ -458,8 +458,9 @@ def list_models() -> None:
 @click.option("--batch", type=click.IntRange(min=1), default=256, help="images per decompress_many call")
 @click.option("--tile", type=int, default=None, help="tile side, as for compress")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads [default: torch's choice]")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, help="worker processes, one thread each")
 def bench(
-    sources, data_dir, download, split, limit, model_names, baselines, json_path, plot_path, batch, tile, threads
+    sources, data_dir, download, split, limit, model_names, baselines, json_path, plot_path, batch, tile, threads, jobs
 ) -> None:
     """Benchmark on CIFAR-10 (`bench cifar10`) or on image files and folders (`bench PATH...`).
 
@@ -479,7 +480,7 @@ def bench(
     ctx = click.get_current_context()
     cifar_opts = [o for o in ("data_dir", "download", "split") if ctx.get_parameter_source(o).name == "COMMANDLINE"]
     items, dataset, source = B.load_sources(sources, data_dir, download, split, limit, cifar_opts)
-    report = B.run(items, list(model_names), names, batch=batch, tile=tile, dataset=dataset, source=source)
+    report = B.run(items, list(model_names), names, batch=batch, tile=tile, dataset=dataset, source=source, jobs=jobs)
     click.echo(B.format_report(report))
     if json_path:
         B.write_json(report, json_path)

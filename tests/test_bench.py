@@ -136,6 +136,23 @@ def test_cifar_nll_matches_float_model(cifar_root, cifar_run, tiny_models) -> No
     assert r["rates"]["nll"]["mean"] == pytest.approx(whole, rel=1e-5)
 
 
+def test_jobs_give_the_same_report(cifar_root, cifar_run, tiny_models, tmp_path) -> None:
+    """--jobs 2: chunks coded in spawned workers, merged in image order, the same numbers."""
+    _, one = cifar_run
+    out = tmp_path / "bench.json"
+    model = str(tiny_models["pp_rgb"].path)
+    args = ["bench", "cifar10", "--data-dir", str(cifar_root), "--model", model, "--baselines", "none"]
+    result = CliRunner().invoke(cli, [*args, "--json", str(out), "--batch", "2", "--jobs", "2"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    two = json.loads(out.read_text())
+    _check_report(two)
+    assert two["timing"]["jobs"] == 2 and one["timing"]["jobs"] == 1
+    assert "with 2 job(s)" in result.output
+    for key in ("name", "file_bytes", "payload_bytes", "ideal_bpd", "exact"):
+        assert two["images"][key] == one["images"][key], key
+    assert two["images"]["nll_bpd"] == pytest.approx(one["images"]["nll_bpd"], rel=1e-6)
+
+
 def test_files_report(tmp_path, tiny_models) -> None:
     """A folder of 2 PNGs (RGB and gray) through the library API, other architectures."""
     folder = tmp_path / "imgs"
@@ -203,7 +220,7 @@ def test_mismatch_is_counted_and_fails(tmp_path, tiny_models, monkeypatch) -> No
     assert r["n"] == 2 and r["n_exact"] == 1 and r["n_errors"] == 1
     assert r["images"]["exact"] == [True, False]
     assert r["errors"] == [
-        {"index": 1, "name": str(folder / "1.png"), "stage": "compare", "error": "decoded image: 1 values differ"}
+        {"index": 1, "name": str(folder / "1.png"), "stage": "compare", "error": "decoded: 1 values differ"}
     ]
     assert "1/2 bit-exact, 1 errors" in result.output and "NOT EXACT" in result.output
     assert r["baselines"] == {}
