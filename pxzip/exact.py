@@ -257,8 +257,17 @@ class RowOps(IntArith):
         spec = self.em.specs[name]
         rows = [self._row(src, self.i - spec.top + a) for a in range(spec.kh)]
         strip = torch.cat(rows, 2)  # (B, Cin, kh, W)
-        strip = F.pad(strip, (spec.left, spec.kw - 1 - spec.left, 0, 0))
-        return self._apply(name, strip)
+        strip = F.pad(strip, (spec.left, spec.kw - 1 - spec.left, 0, 0))  # (B, Cin, kh, Wp)
+        b, cin, kh, wp = strip.shape
+        if b == 1:
+            return self._apply(name, strip)
+        # float64 conv2d runs one small GEMM per batch item (N = W columns); laying the B strips
+        # side by side makes it one GEMM with N = B * Wp. Windows that straddle two strips are
+        # computed and dropped. Exact either way: integer partial sums stay below 2**52.
+        wide = strip.permute(1, 2, 0, 3).reshape(1, cin, kh, b * wp)
+        out = self._apply(name, F.pad(wide, (0, spec.kw - 1)))  # (1, Cout, 1, B * Wp)
+        w = wp - spec.kw + 1
+        return out.reshape(-1, b, wp)[:, :, :w].permute(1, 0, 2).unsqueeze(2).contiguous()  # (B, Cout, 1, W)
 
 
 class PosOps(IntArith):

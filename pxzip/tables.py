@@ -15,6 +15,7 @@ PRECISION = 24  # frequencies of one table sum to 2**PRECISION (constriction's d
 CDF_BITS = 24  # the logistic CDF table is scaled by 2**CDF_BITS
 WEIGHT_BITS = 15  # mixture weights are renormalised to sum to about 2**WEIGHT_BITS
 MEAN_CLAMP_UNITS = 512  # means are clamped to +-512 "u" units (pixels span -255..255)
+_EDGES_U = np.arange(1, 256, dtype=np.int64) * 2 - 256  # the 255 bin edges between pixel values, in u units
 
 
 def to_freqs(mass: np.ndarray) -> np.ndarray:
@@ -89,35 +90,40 @@ class Mixture:
         lim = MEAN_CLAMP_UNITS * self.s
         return np.clip(m, -lim, lim)
 
-    def _cdf(self, c: int, edges_u: np.ndarray) -> np.ndarray:
-        """CDF of each component at bin edges (u units): (N, K, E) at 2**-CDF_BITS."""
+    def _cdf(self, c: int) -> np.ndarray:
+        """CDF of each component at the 255 bin edges: (N, K, 255) at 2**-CDF_BITS.
+
+        Edge j lies between pixel values j and j + 1 (u = 2j - 254); pixel 0 and 255 take the tails.
+        """
         cdf = self.luts["cdf"]
         half = (len(cdf) - 1) // 2
-        d = edges_u[None, None, :] * self.s - self._mean(c)[:, :, None]  # |d| <= 2**20
-        t = (d * self.inv[:, c][:, :, None] + (1 << 23)) >> 24  # (N, K, E) at 2**-act_bits
-        return cdf[np.clip(t + half, 0, len(cdf) - 1)]
-
-    def _component_masses(self, c: int) -> np.ndarray:
-        """(N, K, 256) bin masses; pixel 0 and 255 take the tails."""
-        edges = np.arange(1, 256, dtype=np.int64) * 2 - 256  # between pixel p-1 and p, in u units
-        cdf = self._cdf(c, edges)
-        n, k = cdf.shape[:2]
-        full = np.concatenate([np.zeros((n, k, 1), np.int64), cdf, np.full((n, k, 1), 1 << CDF_BITS)], 2)
-        return np.diff(full, axis=2)
+        d = _EDGES_U[None, None, :] * self.s - self._mean(c)[:, :, None]  # |d| <= 2**20
+        d *= self.inv[:, c][:, :, None]
+        d += (1 << 23) + (half << 24)
+        d >>= 24  # (N, K, E): the logistic's argument at 2**-act_bits, shifted to a table index
+        return cdf.take(d, mode="clip")  # clip: beyond the table the CDF is flat at 0 or 2**24
 
     def freqs(self, c: int) -> np.ndarray:
-        masses = self._component_masses(c)
-        mix = (self.weights[:, :, None] * masses).sum(1)  # <= 2**15 * 2**24 * K
-        self._last = (c, masses)
-        return to_freqs(mix)
+        cdf = self._cdf(c)  # (N, K, 255)
+        self._last = (c, cdf)
+        # the mixture's CDF, then its bin masses: the same integers as mixing the components' bin
+        # masses (linearity), but one difference over 256 bins instead of K
+        mix_cdf = np.einsum("nk,nke->ne", self.weights, cdf)  # <= 2**15 * 2**24 * K
+        n = len(cdf)
+        top = self.weights.sum(1, keepdims=True) << CDF_BITS  # the mixture CDF at +infinity
+        full = np.concatenate([np.zeros((n, 1), np.int64), mix_cdf, top], 1)
+        return to_freqs(np.diff(full, axis=1))
 
     def observe(self, c: int, values: np.ndarray) -> None:
         values = values.astype(np.int64)
-        if getattr(self, "_last", (None,))[0] == c:
-            masses = self._last[1]
-        else:
-            masses = self._component_masses(c)
-        m = np.take_along_axis(masses, values[:, None, None], 2)[:, :, 0]  # (N, K) <= 2**24
+        cdf = self._last[1] if getattr(self, "_last", (None,))[0] == c else self._cdf(c)
+        # value v's mass is cdf[v] - cdf[v - 1], with cdf[-1] = 0 and cdf[255] = 2**24 (the tails)
+        v = values[:, None, None]
+        hi = np.take_along_axis(cdf, np.minimum(v, 254), 2)[:, :, 0]
+        lo = np.take_along_axis(cdf, np.maximum(v - 1, 0), 2)[:, :, 0]
+        hi[values == 255] = 1 << CDF_BITS
+        lo[values == 0] = 0
+        m = hi - lo  # (N, K) each component's mass of the observed value, <= 2**24
         post = self.weights * m  # <= 2**39
         self.weights = np.where(post.sum(1, keepdims=True) > 0, self._normalise(post), self.weights)
         self.u.append(values * 2 - 255)
