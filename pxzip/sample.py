@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from pxzip import tables
-from pxzip.exact import Stepper
+from pxzip.exact import ExactModel, Stepper
 from pxzip.zoo import Model
 
 
@@ -20,9 +20,10 @@ def _draw(freqs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (cum <= u).sum(1)
 
 
-def sample(model: Model, n: int, height: int = 32, width: int = 32, seed: int = 0) -> np.ndarray:
+def sample(model: Model | ExactModel, n: int, height: int = 32, width: int = 32, seed: int = 0) -> np.ndarray:
     """n images (n, H, W, C) uint8 drawn in raster order from the exact model."""
-    em, cfg = model.exact, model.cfg
+    em = model.exact if isinstance(model, Model) else model
+    cfg = em.cfg
     rng = np.random.default_rng(seed)
     c = cfg.in_channels
     out = np.zeros((n, height, width, c), np.uint8)

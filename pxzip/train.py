@@ -1,12 +1,19 @@
-"""Model-agnostic training loop: Adam + decay, EMA weights, bf16/channels_last, checkpoints, resume."""
+"""Model-agnostic training loop: Adam + decay, EMA weights, bf16/channels_last, checkpoints, resume, DDP.
+
+Under `torchrun` (WORLD_SIZE > 1) the same code trains data-parallel: gradients are averaged by
+DistributedDataParallel, every rank draws its own batches, and rank 0 alone evaluates, logs,
+writes checkpoints and exports.
+"""
 
 from __future__ import annotations
 
 import copy
 import json
 import math
+import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,16 +48,60 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def init_distributed(device: str) -> tuple[int, int, str]:
+    """(rank, world size, this rank's device): starts the process group when run by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        device = f"cuda:{local}"
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return dist.get_rank(), world, device
+
+
+class _NLL(torch.nn.Module):
+    """model.nll as a forward(), so that DistributedDataParallel sees (and syncs) the call."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.nll(x)
+
+
 class Trainer:
     """Trains any model with `.nll(batch) -> bits/dim` on uint8 NCHW batches from an iterator."""
 
-    def __init__(self, model: PixelCNN, cfg: TrainConfig, train_batches, eval_data: torch.Tensor | None):
+    def __init__(
+        self,
+        model: PixelCNN,
+        cfg: TrainConfig,
+        train_batches,
+        eval_data: torch.Tensor | None,
+        on_eval: Callable[[Trainer], None] | None = None,
+    ):
+        """train_batches: endless iterator of uint8 (B, C, H, W) batches (this rank's share under DDP).
+        on_eval: called (rank 0 only) after each held-out evaluation, e.g. to draw a sample grid."""
         self.model, self.cfg = model, cfg
-        self.train_batches, self.eval_data = train_batches, eval_data
-        self.dev = torch.device(cfg.device)
+        self.train_batches, self.eval_data, self.on_eval = train_batches, eval_data, on_eval
+        self.rank, self.world, device = init_distributed(cfg.device)
+        self.dev = torch.device(device)
         self.model.to(self.dev)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.loss_fn: torch.nn.Module = _NLL(model)
+        if self.world > 1:  # broadcasts rank 0's weights, then averages gradients in backward()
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.loss_fn = DistributedDataParallel(
+                self.loss_fn, device_ids=[self.dev] if self.dev.type == "cuda" else None
+            )
         self.ema = copy.deepcopy(model).eval()
         for p in self.ema.parameters():
             p.requires_grad_(False)
@@ -59,7 +110,8 @@ class Trainer:
         self.step = 0
         self.history: list[dict] = []
         self.out = Path(cfg.out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
 
     # -- checkpoints: safetensors for every tensor, JSON metadata for the rest (no pickle) --
     def save(self) -> Path:
@@ -115,6 +167,16 @@ class Trainer:
             n += len(xb)
         return total / n
 
+    def _agree(self, flag: bool) -> bool:
+        """Under DDP every rank stops at the same step (wall-time limits differ per process)."""
+        if self.world == 1:
+            return flag
+        import torch.distributed as dist
+
+        t = torch.tensor([int(flag)], device=self.dev)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
     def _autocast(self):
         return torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
 
@@ -129,7 +191,10 @@ class Trainer:
 
         t0 = time.time()
         last_ckpt = time.time()
-        bar = tqdm(total=cfg.max_steps, initial=self.step, file=sys.stderr, dynamic_ncols=True, mininterval=2)
+        quiet = self.rank != 0
+        bar = tqdm(
+            total=cfg.max_steps, initial=self.step, file=sys.stderr, dynamic_ncols=True, mininterval=2, disable=quiet
+        )
         running = None
         self.model.train()
         while self.step < cfg.max_steps:
@@ -137,7 +202,7 @@ class Trainer:
             if cfg.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with self._autocast():
-                loss = self.model.nll(xb)
+                loss = self.loss_fn(xb)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -150,14 +215,17 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(bpd=f"{running:.3f}", lr=f"{self.sched.get_last_lr()[0]:.2e}")
             done = self.step >= cfg.max_steps or (cfg.max_minutes and time.time() - t0 > 60 * cfg.max_minutes)
-            if self.step % cfg.eval_every == 0 or done:
+            done = self._agree(bool(done))
+            if self.rank == 0 and (self.step % cfg.eval_every == 0 or done):
                 ev = self.evaluate()
                 rec = {"step": self.step, "train_bpd": running, "eval_bpd": ev, "minutes": (time.time() - t0) / 60}
                 self.history.append(rec)
                 _log(f"step {self.step}: train {running:.4f} bpd, held-out (EMA) {ev:.4f} bpd")
                 with open(self.out / "log.jsonl", "a") as f:
                     f.write(json.dumps(rec) + "\n")
-            if done or time.time() - last_ckpt > 60 * cfg.ckpt_minutes:
+                if self.on_eval is not None:
+                    self.on_eval(self)
+            if self.rank == 0 and (done or time.time() - last_ckpt > 60 * cfg.ckpt_minutes):
                 self.save()
                 last_ckpt = time.time()
             if done:

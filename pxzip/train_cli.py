@@ -74,22 +74,28 @@ def _folder(paths: tuple[str, ...], crop: int, gray: bool, seed: int, batch: int
 @click.option("--name", default=None, help="model name stored in the exported file (default: out folder name)")
 @click.option("--resume", is_flag=True, help="continue from OUT/checkpoint.safetensors")
 @click.option("--eval-every", default=1000)
-@click.option("--samples", default=0, help="images in a sample grid written at each evaluation (0 = none)")
+@click.option(
+    "--samples", default=0, help="images in a grid OUT/samples/step-N.png drawn at each evaluation (0 = none)"
+)
 def train(**o) -> None:
     """Train a PixelCNN and export it (float + exact integer weights) to OUT/model.safetensors."""
     from pxzip import zoo
     from pxzip.config import ModelConfig
-    from pxzip.train import TrainConfig, Trainer, batches_from_array, build
+    from pxzip.train import TrainConfig, Trainer, batches_from_array, build, init_distributed
 
     if o["threads"]:
         torch.set_num_threads(o["threads"])
     if o["use_cifar"] == bool(o["images"]):
         raise UsageError("choose one data source: --cifar10 or --images PATH")
+    rank, world, _ = init_distributed(o["device"])  # (0, 1) unless started by torchrun
+    seed = o["seed"] + rank  # each rank draws different batches; the weights start equal (DDP)
     if o["use_cifar"]:
+        if o["download"] and world > 1:
+            raise UsageError("--download once before starting torchrun")
         train_x, held = _cifar(o["data_dir"], o["download"], o["gray"], o["url"])
-        batches = batches_from_array(train_x, o["batch"], o["seed"])
+        batches = batches_from_array(train_x, o["batch"], seed)
     else:
-        batches, held = _folder(o["images"], o["crop"], o["gray"], o["seed"], o["batch"])
+        batches, held = _folder(o["images"], o["crop"], o["gray"], seed, o["batch"])
     try:
         mc = ModelConfig(
             arch=o["arch"],
@@ -122,22 +128,44 @@ def train(**o) -> None:
         if src.cfg != mc:
             raise UsageError(f"--init model has config {src.cfg}, not {mc}")
         model.load_state_dict(src.state_dict())
-    trainer = Trainer(model, tc, batches, held[:500])
+    on_eval = _sample_grids(o["samples"], held.shape[2], held.shape[3]) if o["samples"] else None
+    trainer = Trainer(model, tc, batches, held[:500], on_eval)
     ckpt = Path(o["out_dir"]) / "checkpoint.safetensors"
     if o["resume"] and ckpt.exists():
         trainer.resume(ckpt)
-    click.echo(f"training {mc.arch} ({model.num_parameters():,} parameters) -> {o['out_dir']}", err=True)
+    if rank == 0:
+        what = f"{mc.arch} ({model.num_parameters():,} parameters)"
+        ddp = f" on {world} processes (batch {o['batch']} each)" if world > 1 else ""
+        click.echo(f"training {what}{ddp} -> {o['out_dir']}", err=True)
     t0 = time.time()
     history = trainer.fit()
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    if rank != 0:
+        return
     name = o["name"] or Path(o["out_dir"]).name
     out = Path(o["out_dir"]) / "model.safetensors"
     sha = zoo.save_model(out, trainer.ema.cpu().float(), name, {"history": history, "train_seconds": time.time() - t0})
     click.echo(f"exported {out} (sha256 {sha})", err=True)
-    if o["samples"]:
-        from pxzip import sample as smp
 
-        m = zoo.load_file(out)
-        smp.grid(smp.sample(m, o["samples"], held.shape[2], held.shape[3])).save(Path(o["out_dir"]) / "samples.png")
+
+def _sample_grids(count: int, height: int, width: int):
+    """on_eval hook: a grid of `count` images drawn from the EMA weights' exact model, per evaluation."""
+
+    def hook(trainer) -> None:
+        import copy
+
+        from pxzip import sample as smp
+        from pxzip.exact import ExactModel
+
+        em = ExactModel.from_float(copy.deepcopy(trainer.ema).cpu().float())
+        folder = trainer.out / "samples"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"step-{trainer.step:06d}.png"
+        smp.grid(smp.sample(em, count, height, width)).save(path)
+        print(f"samples -> {path}", file=sys.stderr, flush=True)
+
+    return hook
 
 
 @click.command()

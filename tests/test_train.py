@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -73,3 +76,38 @@ def test_train_gray_on_image_folder_and_sample(tmp_path):
 def test_train_needs_one_data_source(tmp_path):
     res = CliRunner().invoke(cli, ["train", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2
+
+
+def _photo_folder(path, n=3):
+    path.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(path / f"{i}.png")
+    return path
+
+
+def test_sample_grid_at_each_evaluation(tmp_path):
+    folder = _photo_folder(tmp_path / "imgs")
+    out = tmp_path / "run"
+    invoke("train", "--images", folder, "--crop", "6", "--steps", "4", "--samples", "4", "--out", out, *TINY)
+    grids = sorted(p.name for p in (out / "samples").iterdir())
+    assert grids == ["step-000002.png", "step-000004.png"]
+    with Image.open(out / "samples" / grids[-1]) as im:
+        assert im.mode == "RGB" and im.size == (2 + 2 * (6 + 2), 2 + 2 * (6 + 2))  # 2x2 grid of 6x6 crops
+
+
+def test_torchrun_ddp_two_processes(tmp_path):
+    """`torchrun --nproc_per_node 2 -m pxzip train ...` (gloo on CPU): one log, one export."""
+    folder = _photo_folder(tmp_path / "imgs")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "pxzip"]
+    cmd += ["train", "--images", str(folder), "--crop", "6", "--steps", "4", "--out", str(out), *TINY]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "on 2 processes" in res.stderr and res.stderr.count("exported") == 1
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [2, 4]  # rank 0 alone evaluates and logs
+    m = zoo.load_file(out / "model.safetensors")
+    img = np.random.default_rng(3).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    assert np.array_equal(pxzip.decompress(pxzip.compress(img, m), m), img)
