@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -18,6 +19,8 @@ from pxzip.errors import PxzError, UnsupportedImageError, UsageError
 from pxzip.train_cli import sample as sample_cmd
 from pxzip.train_cli import train as train_cmd
 
+PROGRESS_DELAY_S = 1.0  # files coded faster than this never show a bar
+_PROGRESS_HELP = "progress bar per file, not with -j [default: when stderr is a terminal]"
 MODE_CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 1, "1": 1}
 IMAGE_SUFFIXES = {".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".webp"}
 
@@ -35,6 +38,45 @@ def _check_output(path: str, force: bool) -> None:
         raise UsageError(f"{path} is a directory")
     if out.exists() and not force:
         raise UsageError(f"{path} already exists (use --force to overwrite)")
+
+
+def _is_terminal(stream) -> bool:
+    """True when a standard stream is an interactive terminal (a separate function so tests can fake one)."""
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _check_std_streams(inputs, outputs) -> None:
+    """Refuse, before any work, what zstd and gzip refuse: '-' read twice, binary to or from a terminal."""
+    if list(inputs).count("-") > 1:
+        raise UsageError("'-' (stdin) can only be read once")
+    if "-" in inputs and _is_terminal(sys.stdin):
+        raise UsageError("stdin is a terminal: pipe a file in, or name one")
+    if "-" in outputs and _is_terminal(sys.stdout):
+        raise UsageError("refusing to write binary data to a terminal: redirect stdout, or use -o FILE")
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, desc: str):
+    """Yields a codec progress callback drawing a tqdm bar of pixels on stderr (or None when disabled).
+
+    The bar appears only for files that take over a second, and is erased when done."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(desc=desc, unit="px", unit_scale=True, file=sys.stderr, leave=False, delay=PROGRESS_DELAY_S) as bar:
+
+        def update(done: int, total: int) -> None:
+            if bar.total != total:  # known once the file's header or image is read
+                bar.total = total
+                bar.refresh()
+            bar.update(done - bar.n)
+
+        yield update
 
 
 def _umask() -> int:
@@ -119,6 +161,11 @@ def _run_each(inputs, outputs, work, quiet: bool, force: bool = False, jobs: int
     code = 0
     taken: set[str] = set()
     todo = []
+    _check_std_streams(inputs, [o for o in outputs if o is not None])
+    if opts is not None and "progress" in opts:
+        # auto: a bar per file on an interactive stderr unless quiet; never from several processes at once
+        wanted = _is_terminal(sys.stderr) and not quiet if opts["progress"] is None else opts["progress"]
+        opts["progress"] = wanted and jobs == 1
     for inp, out in zip(inputs, outputs):
         try:
             if out is not None and out != "-":
@@ -344,11 +391,12 @@ def cli() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="no per-file summary")
 @click.option("-r", "--recursive", is_flag=True, help="folders stand for every image file under them")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, help="files coded in parallel processes")
-def compress(inputs, output, model_names, tile, force, verify, quiet, recursive, jobs) -> None:
+@click.option("--progress/--no-progress", default=None, help=_PROGRESS_HELP)
+def compress(inputs, output, model_names, tile, force, verify, quiet, recursive, jobs, progress) -> None:
     """Compress images (PNG, BMP, TIFF, ...; '-' = stdin) to .pxz files."""
     _models(model_names)  # fail early on a bad --model
     inputs = _expand(inputs, recursive, None)
-    opts = {"models": model_names, "tile": tile, "force": force, "verify": verify}
+    opts = {"models": model_names, "tile": tile, "force": force, "verify": verify, "progress": progress}
     _run_each(inputs, _outputs(inputs, output, ".pxz"), _compress_one, quiet, force, jobs, opts)
 
 
@@ -357,13 +405,16 @@ def _compress_one(inp: str, out: str, opts: dict) -> dict:
     raw = _read_input(inp)
     img = _open_image(raw)
     try:
-        data = codec.compress(img, models, tile=opts["tile"])
+        with _progress(opts["progress"], f"{inp}: encode") as progress:
+            data = codec.compress(img, models, tile=opts["tile"], progress=progress)
     except ValueError as e:
         raise UsageError(str(e)) from None
     if opts["verify"]:
         from pxzip import planes
 
-        if not np.array_equal(codec.decompress(data, models), planes.split(img).pixels):
+        with _progress(opts["progress"], f"{inp}: verify") as progress:
+            decoded = codec.decompress(data, models, progress=progress)
+        if not np.array_equal(decoded, planes.split(img).pixels):
             raise PxzError("verification failed: the decoded image differs; nothing written")
     write_atomic(out, data, opts["force"])
     dims = img.width * img.height * MODE_CHANNELS[img.mode]
@@ -379,11 +430,12 @@ def _compress_one(inp: str, out: str, opts: dict) -> dict:
 @click.option("-q", "--quiet", is_flag=True, help="no per-file summary")
 @click.option("-r", "--recursive", is_flag=True, help="folders stand for every .pxz file under them")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, help="files decoded in parallel processes")
-def decompress(inputs, output, model_names, force, quiet, recursive, jobs) -> None:
+@click.option("--progress/--no-progress", default=None, help=_PROGRESS_HELP)
+def decompress(inputs, output, model_names, force, quiet, recursive, jobs, progress) -> None:
     """Decompress .pxz files ('-' = stdin) to images (PNG unless -o names another lossless format)."""
     _models(model_names)
     inputs = _expand(inputs, recursive, ".pxz")
-    opts = {"models": model_names, "force": force}
+    opts = {"models": model_names, "force": force, "progress": progress}
     _run_each(inputs, _outputs(inputs, output, ".png"), _decompress_one, quiet, force, jobs, opts)
 
 
@@ -392,7 +444,8 @@ def _decompress_one(inp: str, out: str, opts: dict) -> dict:
     data = _read_input(inp)
     header, _ = container.unpack(data)
     _check_can_save(header.mode, fmt, kw)
-    img = codec.decompress_image(data, _models(opts["models"]) or None)
+    with _progress(opts["progress"], f"{inp}: decode") as progress:
+        img = codec.decompress_image(data, _models(opts["models"]) or None, progress)
     if out == "-":
         buf = io.BytesIO()
         img.save(buf, format=fmt, **kw)

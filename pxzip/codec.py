@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -63,6 +64,25 @@ def units_for(height: int, width: int, tile_log2: int, n_planes: int) -> list[Un
     return out
 
 
+Progress = Callable[[int], None]  # internal: called with pixels done since the last call
+ProgressBar = Callable[[int, int], None]  # public: called with (pixels done, pixels in all)
+
+
+def _counter(progress: ProgressBar | None, total: int) -> Progress | None:
+    """Turn a (done, total) callback into the increment callback the coding loops call."""
+    if progress is None:
+        return None
+    done = 0
+    progress(0, total)
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        progress(done, total)
+
+    return step
+
+
 def choose_tile_log2(height: int, width: int, tile: int | None) -> int:
     if tile is not None:
         if tile == 0:
@@ -82,10 +102,13 @@ def _gather(plane: np.ndarray, unit: Unit) -> np.ndarray:
     return np.stack([plane[y : y + th, x : x + tw] for y, x in unit.origins])  # (n, th, tw, C)
 
 
-def encode_unit(enc, model: zoo.Model, tiles_px: np.ndarray, trace: list | None = None) -> None:
+def encode_unit(
+    enc, model: zoo.Model, tiles_px: np.ndarray, trace: list | None = None, progress: Progress | None = None
+) -> None:
     """Encode tiles (n, th, tw, C) uint8 into the range coder, in the canonical order.
 
     trace: if a list, the frequency of each coded symbol is appended to it (see `compress`).
+    progress: called with the number of pixels (per plane) coded, after each batch of rows.
     """
     n, th, tw, c = tiles_px.shape
     em = model.exact
@@ -107,9 +130,13 @@ def encode_unit(enc, model: zoo.Model, tiles_px: np.ndarray, trace: list | None 
         if trace is not None:  # frequency of the coded symbol, same order
             f = np.take_along_axis(fr, sym.astype(np.int64).reshape(r * tw, c, n, 1), 3)
             trace.append(f.reshape(-1))
+        if progress is not None:
+            progress(r * tw * n)
 
 
-def decode_units(model: zoo.Model, shape: tuple[int, int], parts: list[tuple[object, int]]) -> np.ndarray:
+def decode_units(
+    model: zoo.Model, shape: tuple[int, int], parts: list[tuple[object, int]], progress: Progress | None = None
+) -> np.ndarray:
     """Decode several units of one model and shape in lockstep.
 
     parts: (decoder, number of tiles) per unit, each unit from a different stream. Returns the
@@ -134,6 +161,8 @@ def decode_units(model: zoo.Model, shape: tuple[int, int], parts: list[tuple[obj
                 out[:, i, j, ch] = vals
                 st.set_pixel(j, ch, torch.from_numpy(vals))
                 steps.observe(ch, vals)
+        if progress is not None:
+            progress(tw * total)
     return out
 
 
@@ -151,7 +180,9 @@ def _as_models(model) -> list[zoo.Model]:
     return [zoo.load_model(model)]
 
 
-def compress(image, model=None, *, tile: int | None = None, trace: list | None = None) -> bytes:
+def compress(
+    image, model=None, *, tile: int | None = None, trace: list | None = None, progress: ProgressBar | None = None
+) -> bytes:
     """Losslessly compress an image (PIL image or uint8 numpy array) to .pxz bytes.
 
     model: None (shipped defaults), a zoo name, a path, a loaded Model, or a list of them (one per
@@ -159,6 +190,7 @@ def compress(image, model=None, *, tile: int | None = None, trace: list | None =
     trace: if a list, int64 arrays are appended to it holding, in coding order, the exact
     frequency (out of 2**tables.PRECISION) the coder used for every coded symbol: the ideal code
     length is `ideal_bits(trace)`. Tracing never changes the bytes.
+    progress: called as progress(done, total) with pixel counts (summed over planes) as coding goes.
     """
     split = planes.split(planes.to_image(image))
     h, w = split.pixels.shape[:2]
@@ -179,8 +211,9 @@ def compress(image, model=None, *, tile: int | None = None, trace: list | None =
     )
     header = dataclasses.replace(header, crc32=container.checksum(header, container.pixel_crc(split.pixels, extra)))
     enc = constriction.stream.queue.RangeEncoder()
+    step = _counter(progress, h * w * len(split.planes))
     for unit in units_for(h, w, tile_log2, len(split.planes)):
-        encode_unit(enc, models[split.kinds[unit.plane]], _gather(split.planes[unit.plane], unit), trace)
+        encode_unit(enc, models[split.kinds[unit.plane]], _gather(split.planes[unit.plane], unit), trace, step)
     return container.pack(header, container.words_to_bytes(enc.get_compressed()))
 
 
@@ -243,10 +276,16 @@ def _finish(s: _Stream) -> np.ndarray:
     return pixels
 
 
-def decompress_many(datas: list[bytes], model=None, max_lanes: int = 1024) -> list[np.ndarray]:
-    """Decode many .pxz byte strings at once, batching their tiles into shared decoder steps."""
+def decompress_many(
+    datas: list[bytes], model=None, max_lanes: int = 1024, progress: ProgressBar | None = None
+) -> list[np.ndarray]:
+    """Decode many .pxz byte strings at once, batching their tiles into shared decoder steps.
+
+    progress: called as progress(done, total) with pixel counts (summed over planes and images).
+    """
     given = _as_models(model)
     streams = [_open(d, given) for d in datas]
+    step = _counter(progress, sum(s.header.width * s.header.height * len(s.kinds) for s in streams))
     while True:
         pending = [s for s in streams if s.next < len(s.units)]
         if not pending:
@@ -266,15 +305,15 @@ def decompress_many(datas: list[bytes], model=None, max_lanes: int = 1024) -> li
                     batch.append(members[k])
                     lanes += n
                     k += 1
-                _decode_batch(batch, shape)
+                _decode_batch(batch, shape, step)
     return [_finish(s) for s in streams]
 
 
-def _decode_batch(batch: list[_Stream], shape: tuple[int, int]) -> None:
+def _decode_batch(batch: list[_Stream], shape: tuple[int, int], progress: Progress | None = None) -> None:
     units = [s.units[s.next] for s in batch]
     model = batch[0].models[batch[0].kinds[units[0].plane]]
     try:
-        tiles = decode_units(model, shape, [(s.decoder, len(u.origins)) for s, u in zip(batch, units)])
+        tiles = decode_units(model, shape, [(s.decoder, len(u.origins)) for s, u in zip(batch, units)], progress)
     except BaseException as e:
         # constriction reports bad input with ValueError or AssertionError ("Tried to decode from compressed
         # data that is invalid for the employed entropy model"), and Rust panics as pyo3's PanicException
@@ -292,13 +331,13 @@ def _decode_batch(batch: list[_Stream], shape: tuple[int, int]) -> None:
         s.next += 1
 
 
-def decompress(data: bytes, model=None) -> np.ndarray:
+def decompress(data: bytes, model=None, progress: ProgressBar | None = None) -> np.ndarray:
     """Decode .pxz bytes to the pixel array in the image's own mode (see planes.Split.pixels)."""
-    return decompress_many([data], model)[0]
+    return decompress_many([data], model, progress=progress)[0]
 
 
-def decompress_image(data: bytes, model=None) -> Image.Image:
+def decompress_image(data: bytes, model=None, progress: ProgressBar | None = None) -> Image.Image:
     """Decode .pxz bytes to a PIL image with the original mode, palette and transparency."""
     header, _ = container.unpack(data)
-    pixels = decompress(data, model)
+    pixels = decompress(data, model, progress)
     return planes.to_pil(header.mode, pixels, header.palette, header.transparency)

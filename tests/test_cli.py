@@ -191,7 +191,7 @@ def test_verify_failure_writes_nothing(tmp_path, monkeypatch):
     before = snapshot(tmp_path)
     # a decoder that gets one pixel wrong: --verify must catch it before anything is written
     real = codec.decompress
-    monkeypatch.setattr(codec, "decompress", lambda data, model=None: real(data, model) ^ 1)
+    monkeypatch.setattr(codec, "decompress", lambda data, model=None, progress=None: real(data, model) ^ 1)
     line = assert_fails(run("compress", src, *PP, "--verify"), 1)
     assert "verification failed" in line
     assert snapshot(tmp_path) == before
@@ -762,3 +762,65 @@ def test_recursive_refuses_to_overwrite_and_reports_per_file(tmp_path):
     assert_ok(run("compress", "-r", str(root), *PP))
     res = run("decompress", "-r", str(root), *PP)  # a.png exists: refused, not overwritten
     assert res.exit_code == 2 and "already exists" in res.stderr
+
+
+# ---------------------------------------------------------------- terminals, stdin twice, progress
+
+
+def test_stdin_can_be_read_once(tmp_path):
+    src = save_png(tmp_path, "s.png", make_image("RGB"))
+    line = assert_fails(run("compress", "-", "-", *PP, input=src.read_bytes()), 2)
+    assert "'-' (stdin) can only be read once" in line
+
+
+@pytest.mark.parametrize("command", ["compress", "decompress"])
+def test_binary_output_to_a_terminal_is_refused(tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    src = save_png(tmp_path, "s.png", make_image("RGB"))
+    data = src.read_bytes() if command == "compress" else pxzip.compress(make_image("RGB"), "tiny-pp-rgb")
+    monkeypatch.setattr(cli_mod, "_is_terminal", lambda stream: stream is sys.stdout)
+    line = assert_fails(run(command, "-", *(PP if command == "compress" else []), input=data), 2)
+    assert "refusing to write binary data to a terminal" in line
+    # a file output is fine, stdout being a terminal or not
+    assert_ok(run(command, "-", "-o", "out.bin" if command == "compress" else "out.png", *PP, input=data))
+
+
+def test_stdin_from_a_terminal_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli_mod, "_is_terminal", lambda stream: stream is sys.stdin)
+    line = assert_fails(run("decompress", "-", "-o", tmp_path / "x.png"), 2)
+    assert "stdin is a terminal" in line
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_progress_bars(tmp_path, monkeypatch):
+    """--progress draws a pixel bar per stage on stderr; by default (no terminal) nothing is drawn."""
+    monkeypatch.setattr(cli_mod, "PROGRESS_DELAY_S", 0.0)
+    src = save_png(tmp_path, "p.png", make_image("RGBA", w=9, h=7))
+    res = run("compress", src, *PP, "--verify", "--progress")
+    assert_ok(res)
+    assert "encode" in res.stderr and "verify" in res.stderr and "px" in res.stderr
+    res = run("decompress", tmp_path / "p.pxz", "-o", tmp_path / "p2.png", *PP, "--progress")
+    assert_ok(res)
+    assert "decode" in res.stderr and "/126" in res.stderr  # of 9 x 7 pixels x 2 planes (RGB + alpha)
+    assert_same_image(src, tmp_path / "p2.png")
+    res = run("decompress", tmp_path / "p.pxz", "-o", tmp_path / "p3.png", *PP)
+    assert_ok(res)
+    assert "decode:" not in res.stderr  # CliRunner's stderr is no terminal: auto means off
+
+
+def test_library_progress_callback(tiny_models):
+    """compress/decompress_many report (done, total) pixel counts: from 0, growing, ending at total."""
+    calls: list[tuple[int, int]] = []
+    img = make_image("RGBA", w=20, h=11)
+    data = codec.compress(
+        img, [tiny_models["pp_rgb"], tiny_models["pp_gray"]], tile=16, progress=lambda *a: calls.append(a)
+    )
+    total = 20 * 11 * 2
+    assert calls[0] == (0, total) and calls[-1] == (total, total)
+    assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:])) and {t for _, t in calls} == {total}
+    calls.clear()
+    models = [tiny_models["pp_rgb"], tiny_models["pp_gray"]]
+    out = codec.decompress_many([data, data], models, progress=lambda *a: calls.append(a))
+    assert calls[0] == (0, 2 * total) and calls[-1] == (2 * total, 2 * total)
+    assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:])) and len(calls) > 4
+    assert np.array_equal(out[0], np.asarray(img))
