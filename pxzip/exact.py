@@ -80,9 +80,8 @@ class ExactLayer:
         kh, kw, cout = self.taps.shape[:3]
         ho, wo = hp - kh + 1, wp - kw + 1
         size = b * hp * wp
-        n = size - (kh - 1) * wp  # columns up to the last valid output row (a strip of kh rows: one row)
-        flat = x.new_zeros(cin, size + kw - 1)  # zero tail: the last windows run off the end
-        flat[:, :size].view(cin, b, hp, wp).copy_(x.transpose(0, 1))
+        n = size - (kh - 1) * wp - (kw - 1)  # up to the last valid output; its window ends at column size-1
+        flat = x.transpose(0, 1).reshape(cin, size)  # a view when B == 1 (the encoder, the decoder's rows)
         out = self.taps[0, 0] @ flat[:, :n]
         for a in range(kh):
             for k in range(kw):
@@ -294,11 +293,12 @@ class RowOps(IntArith):
         # strips side by side makes it one GEMM with N = B * Wp. Windows that straddle two strips
         # are computed and dropped. Exact either way: integer partial sums stay below 2**52.
         wp = w + spec.kw - 1
-        wide = rows[0].new_zeros(1, cin, spec.kh, b * wp + spec.kw - 1)
-        strips = wide[0, :, :, : b * wp].view(cin, spec.kh, b, wp)
+        wide = rows[0].new_zeros(1, cin, spec.kh, b * wp)
+        strips = wide[0].view(cin, spec.kh, b, wp)
         for a, row in enumerate(rows):
             strips[:, a, :, spec.left : spec.left + w] = row[:, :, 0].transpose(0, 1)  # (Cin, B, W)
-        out = self._apply(name, wide)  # (1, Cout, 1, B * Wp)
+        out = self._apply(name, wide)  # (1, Cout, 1, B * Wp - kw + 1)
+        out = F.pad(out, (0, spec.kw - 1))
         return out.reshape(-1, b, wp)[:, :, :w].permute(1, 0, 2).unsqueeze(2).contiguous()  # (B, Cout, 1, W)
 
 
