@@ -109,6 +109,7 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma=cfg.lr_decay)
         self.step = 0
         self.history: list[dict] = []
+        self.minutes_before = 0.0  # wall time of the runs this one resumes (log minutes are cumulative)
         self.out = Path(cfg.out_dir)
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -152,6 +153,7 @@ class Trainer:
         self.sched.load_state_dict(json.loads(meta["sched"]))
         self.step = int(meta["step"])
         self.history = json.loads(meta["history"])
+        self.minutes_before = self.history[-1]["minutes"] if self.history else 0.0
         _log(f"resumed from {path} at step {self.step}")
 
     @torch.no_grad()
@@ -218,7 +220,8 @@ class Trainer:
             done = self._agree(bool(done))
             if self.rank == 0 and (self.step % cfg.eval_every == 0 or done):
                 ev = self.evaluate()
-                rec = {"step": self.step, "train_bpd": running, "eval_bpd": ev, "minutes": (time.time() - t0) / 60}
+                minutes = self.minutes_before + (time.time() - t0) / 60
+                rec = {"step": self.step, "train_bpd": running, "eval_bpd": ev, "minutes": minutes}
                 self.history.append(rec)
                 _log(f"step {self.step}: train {running:.4f} bpd, held-out (EMA) {ev:.4f} bpd")
                 with open(self.out / "log.jsonl", "a") as f:

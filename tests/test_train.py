@@ -55,8 +55,9 @@ def test_train_resumes_from_checkpoint(tmp_path):
     out = tmp_path / "run"
     invoke("train", "--cifar10", "--data-dir", data, "--steps", "2", "--out", out, *TINY)
     invoke("train", "--cifar10", "--data-dir", data, "--steps", "4", "--out", out, "--resume", *TINY)
-    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
-    assert steps == [2, 4]  # the second run went on from step 2, it did not start over
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 4]  # the second run went on from step 2, it did not start over
+    assert log[1]["minutes"] >= log[0]["minutes"] > 0  # wall time adds up across runs
 
 
 def test_train_gray_on_image_folder_and_sample(tmp_path):
