@@ -3,14 +3,16 @@
 python benchmarks/scaling.py --sizes 32 64 128 256 512 1024 --threads 1 \
     --image ../shared/data/photos-train/imagecompression-info/flower_foveon.png
 
---image: a file path, or a Kodak name (default kodim23.png, 768x512: crops up to 512). The
-published run uses a 2268x1512 training photo for the 1024 crop; its bits/dim column is a timing
-by-product, not a test-set result.
+Peak RSS is the process's maximum so far (sizes run in increasing order, so each row's value
+is the largest of the sizes up to it). --image: a file path, or a Kodak name (default
+kodim23.png, 768x512: crops up to 512). The published run uses a 2268x1512 training photo for
+the 1024 crop; its bits/dim column is a timing by-product, not a test-set result.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 from pathlib import Path
 
@@ -36,7 +38,8 @@ def main() -> None:
     full = np.asarray(Image.open(path).convert("RGB"))
     if max(a.sizes) > min(full.shape[:2]):
         p.error(f"{path} is {full.shape[1]}x{full.shape[0]}: too small for a {max(a.sizes)} crop")
-    print(f"{'size':>6} {'bits/dim':>9} {'encode s':>9} {'decode s':>9} {'enc us/px':>10} {'dec us/px':>10}")
+    head = f"{'size':>6} {'bits/dim':>9} {'encode s':>9} {'decode s':>9} {'enc us/px':>10} {'dec us/px':>10}"
+    print(head + f" {'peak RSS MB':>12}")
     for s in a.sizes:
         img = np.ascontiguousarray(full[:s, :s])
         t0 = time.perf_counter()
@@ -47,7 +50,9 @@ def main() -> None:
         td = time.perf_counter() - t0
         assert np.array_equal(out, img)
         px = img.shape[0] * img.shape[1]
-        print(f"{s:>6} {8 * len(data) / img.size:9.3f} {te:9.2f} {td:9.2f} {1e6 * te / px:10.1f} {1e6 * td / px:10.1f}")
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; the process's peak so far
+        row = f"{s:>6} {8 * len(data) / img.size:9.3f} {te:9.2f} {td:9.2f} {1e6 * te / px:10.1f} {1e6 * td / px:10.1f}"
+        print(row + f" {rss:12.0f}", flush=True)
 
 
 if __name__ == "__main__":
