@@ -8,12 +8,14 @@ How: every activation is an integer a (the value a * 2**-act_bits, clamped to |a
 every weight an integer w with |w| < 2**(weight_bits-1) and a power-of-two scale per output
 channel. A convolution sums products of integers; export checks that every partial sum stays
 below 2**52, so float64 arithmetic represents each of them exactly and the result is the same
-integer in ANY summation order (im2col + BLAS, cuBLAS, per-position matmul, any blocking or
-threading). The sum is then multiplied by a power of two and rounded half up (both exact in
-float64). tanh, sigmoid and exp(x)-1 are lookup tables computed once at export and stored with the
-weights, so no libm (which differs between platforms) is ever called at coding time.
-Winograd/FFT convolutions are not sums of the exact products and are avoided: on CPU torch only
-uses them for float32; on CUDA cuDNN is switched off inside `exact_mode()`.
+integer in ANY summation order (BLAS or cuBLAS, any blocking, any thread count, the encoder's
+whole-tile products or the decoder's per-row and per-position ones). The sum is then multiplied
+by a power of two and rounded half up (both exact in float64). tanh, sigmoid and exp(x)-1 are
+lookup tables computed once at export and stored with the weights, so no libm (which differs
+between platforms) is ever called at coding time.
+Convolutions are written as matrix products (`ExactLayer.conv`, one GEMM per kernel tap), never
+through conv2d, so no backend can pick a Winograd or FFT algorithm, which would not sum the exact
+products; `exact_mode()` also switches cuDNN off.
 """
 
 from __future__ import annotations
@@ -286,12 +288,10 @@ class RowOps(IntArith):
         spec = self.em.specs[name]
         rows = [self._row(src, self.i - spec.top + a) for a in range(spec.kh)]  # kh x (B, Cin, 1, W)
         b, cin, _, w = rows[0].shape
-        if b == 1:
-            strip = F.pad(torch.cat(rows, 2), (spec.left, spec.kw - 1 - spec.left, 0, 0))  # (1, Cin, kh, Wp)
-            return self._apply(name, strip)
-        # float64 conv2d runs one small GEMM per batch item (N = W columns); laying the B padded
-        # strips side by side makes it one GEMM with N = B * Wp. Windows that straddle two strips
-        # are computed and dropped. Exact either way: integer partial sums stay below 2**52.
+        # the B zero-padded strips side by side, (1, Cin, kh, B * Wp): one output row of width
+        # B * Wp - kw + 1, so each tap is one GEMM over all lanes. (As a batch (B, Cin, kh, Wp),
+        # ExactLayer.conv would also compute the kh - 1 rows that wrap into the next strip.)
+        # Windows that straddle two strips are computed and dropped.
         wp = w + spec.kw - 1
         wide = rows[0].new_zeros(1, cin, spec.kh, b * wp)
         strips = wide[0].view(cin, spec.kh, b, wp)
