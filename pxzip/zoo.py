@@ -8,6 +8,7 @@ names its models by the first 2 bytes of the file's sha256 (`Model.id`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -168,7 +169,10 @@ def load_model(name_or_path: str | Path | Model) -> Model:
     known = installed()
     key = str(name_or_path)
     if key in known:
-        return load_file(known[key], REGISTRY.get(key))
+        m = load_file(known[key], REGISTRY.get(key))
+        # the zoo name wins over the one stored in the file: a superseded model is renamed
+        # (pxz-rgb-cifar -> pxz-rgb-cifar-v1) without changing its bytes, hence its id
+        return m if m.name == key else dataclasses.replace(m, name=key)
     p = Path(key)
     if p.suffix == ".safetensors" or p.is_file():
         if not p.is_file():
@@ -198,7 +202,7 @@ def find_by_id(model_id: bytes, candidates: list[Model] | None = None) -> Model:
         except (ModelFileError, UsageError):
             continue  # one broken file in $PXZIP_MODELS must not hide the right model
         if m.id == model_id:
-            return m
+            return dataclasses.replace(m, name=name) if name in REGISTRY and m.name != name else m
     raise ModelNotFoundError(
         f"this file was made with model id {model_id.hex()}, which is not installed "
         "(pass it with --model FILE, or put it in $PXZIP_MODELS)"
