@@ -157,6 +157,10 @@ def make_corpus(model_paths: list[Path], zero_images: bool, seed: int = 0) -> li
             c = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}[mode]
             arr = _content(rng, h, w, c, style)
             img = Image.fromarray(arr[:, :, 0] if c == 1 else arr, mode)
+        if n % 3 == 0:  # a third of the corpus carries metadata (format 2 headers)
+            img.info["icc_profile"] = rng.integers(0, 256, int(rng.integers(1, 200)), dtype=np.uint8).tobytes()
+            img.info["exif"] = b"Exif\x00\x00" + rng.integers(0, 256, 12, dtype=np.uint8).tobytes()
+            img.text = {"Source": f"fuzz {n}"}
         use = [rgb[n % len(rgb)], gray[(n // 2) % len(gray)]]
         data = pxzip.compress(img, use)
         pixels = planes.split(img).pixels
@@ -296,9 +300,9 @@ class Mutator:
             else:
                 f["ids"] = b"".join(r.choice(self.ids + [r.randbytes(2)]) for _ in range(r.randint(0, 3)))
             return join(f), f"model ids {f['ids'].hex()}", False
-        field = r.choice(["vm", "tf", "ids", "width", "height", "swap", "pal", "crc"])
+        field = r.choice(["vm", "tf", "ids", "width", "height", "swap", "pal", "meta", "crc"])
         if field == "vm":
-            f["vm"] = bytes([r.choice([r.randrange(0x10, 0x20), r.randrange(256)])])
+            f["vm"] = bytes([r.choice([r.randrange(0x10, 0x30), r.randrange(256)])])
         elif field == "tf":
             f["tf"] = bytes([r.choice([0x00, 0x01, 0x40, 0x41, 0xC0, 0xD0, 0xF0, r.randrange(256)])])
         elif field == "ids":
@@ -311,6 +315,11 @@ class Mutator:
             n, t = r.choice([0, 1, 3, 256, 257, r.randrange(300)]), r.choice([0, 1, 3, 256, 257, r.randrange(300)])
             pal = r.randbytes(max(0, min(770, 3 * n + r.randint(-2, 2))))
             f["pal"] = varint(n) + pal + varint(t) + r.randbytes(max(0, min(258, t + r.randint(-1, 1))))
+        elif field == "meta":  # entries with right or wrong counts, codes, sizes and order, or junk
+            k = r.randint(0, 5)
+            entries = [bytes([r.randrange(7)]) + _varint_field(r) + r.randbytes(r.randrange(40)) for _ in range(k)]
+            count = varint(r.choice([k, r.randrange(10)]))
+            f["meta"] = count + b"".join(entries) if r.random() < 0.8 else r.randbytes(r.randrange(24))
         else:
             f["crc"] = r.randbytes(4)
         return join(f), f"field {field} -> {f.get(field, b'').hex() if field != 'swap' else 'swap'}", False

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from pxzip import codec, container, zoo
+from pxzip import codec, container, metadata, zoo
 from pxzip.errors import PxzError, UnsupportedImageError, UsageError
 from pxzip.train_cli import sample as sample_cmd
 from pxzip.train_cli import train as train_cmd
@@ -392,11 +392,17 @@ def cli() -> None:
 @click.option("-r", "--recursive", is_flag=True, help="folders stand for every image file under them")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, help="files coded in parallel processes")
 @click.option("--progress/--no-progress", default=None, help=_PROGRESS_HELP)
-def compress(inputs, output, model_names, tile, force, verify, quiet, recursive, jobs, progress) -> None:
-    """Compress images (PNG, BMP, TIFF, ...; '-' = stdin) to .pxz files."""
+@click.option("--strip", is_flag=True, help="do not keep the ICC profile, EXIF, XMP and PNG text")
+def compress(inputs, output, model_names, tile, force, verify, quiet, recursive, jobs, progress, strip) -> None:
+    """Compress images (PNG, BMP, TIFF, ...; '-' = stdin) to .pxz files.
+
+    The pixels are coded losslessly; an ICC profile, EXIF, XMP and PNG text are kept beside them
+    unless --strip.
+    """
     _models(model_names)  # fail early on a bad --model
     inputs = _expand(inputs, recursive, None)
     opts = {"models": model_names, "tile": tile, "force": force, "verify": verify, "progress": progress}
+    opts["keep_metadata"] = not strip
     _run_each(inputs, _outputs(inputs, output, ".pxz"), _compress_one, quiet, force, jobs, opts)
 
 
@@ -406,7 +412,8 @@ def _compress_one(inp: str, out: str, opts: dict) -> dict:
     img = _open_image(raw)
     try:
         with _progress(opts["progress"], f"{inp}: encode") as progress:
-            data = codec.compress(img, models, tile=opts["tile"], progress=progress)
+            keep = opts["keep_metadata"]
+            data = codec.compress(img, models, tile=opts["tile"], progress=progress, keep_metadata=keep)
     except ValueError as e:
         raise UsageError(str(e)) from None
     if opts["verify"]:
@@ -446,12 +453,16 @@ def _decompress_one(inp: str, out: str, opts: dict) -> dict:
     _check_can_save(header.mode, fmt, kw)
     with _progress(opts["progress"], f"{inp}: decode") as progress:
         img = codec.decompress_image(data, _models(opts["models"]) or None, progress)
+    meta_kw, dropped = metadata.save_options(fmt, header.metadata)
+    kw = kw | meta_kw
     if out == "-":
         buf = io.BytesIO()
         img.save(buf, format=fmt, **kw)
         write_atomic(out, buf.getvalue(), opts["force"])
     else:
         write_atomic(out, None, opts["force"], save=lambda tmp: img.save(tmp, format=fmt, **kw))
+    if dropped:  # the pixels are all there; say what the chosen format could not carry
+        _err(f"{inp}: note: {', '.join(dropped)} not written ({fmt} cannot hold it; .png keeps everything)")
     dims = img.width * img.height * MODE_CHANNELS[img.mode]
     msg = f"{inp} -> {out}: {img.width}x{img.height} {img.mode}"
     return {"msg": msg, "bytes_in": len(data), "bytes_out": Path(out).stat().st_size if out != "-" else 0, "dims": dims}
@@ -477,6 +488,7 @@ def info(inputs) -> None:
         click.echo(
             f"{inp}: pxz format {version}, {h.width}x{h.height} {h.mode}, models {ids}, tiles {tile}, "
             f"header {len(data) - len(payload)} B, payload {len(payload)} B, {8 * len(data) / dims:.4f} bits/dim"
+            + "".join(f", {metadata.LABELS[k]} {len(v)} B" for k, v in h.metadata)
         )
         return ""
 

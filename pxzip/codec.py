@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pxzip import container, planes, tables, zoo
+from pxzip import container, metadata, planes, tables, zoo
 from pxzip.errors import ChecksumError, FormatError
 from pxzip.exact import Stepper, tile_params
 
@@ -181,7 +181,13 @@ def _as_models(model) -> list[zoo.Model]:
 
 
 def compress(
-    image, model=None, *, tile: int | None = None, trace: list | None = None, progress: ProgressBar | None = None
+    image,
+    model=None,
+    *,
+    tile: int | None = None,
+    trace: list | None = None,
+    progress: ProgressBar | None = None,
+    keep_metadata: bool = True,
 ) -> bytes:
     """Losslessly compress an image (PIL image or uint8 numpy array) to .pxz bytes.
 
@@ -191,8 +197,10 @@ def compress(
     frequency (out of 2**tables.PRECISION) the coder used for every coded symbol: the ideal code
     length is `ideal_bits(trace)`. Tracing never changes the bytes.
     progress: called as progress(done, total) with pixel counts (summed over planes) as coding goes.
+    keep_metadata: store a PIL image's ICC profile, EXIF, XMP and PNG text with it (`pxzip.metadata`).
     """
-    split = planes.split(planes.to_image(image))
+    img = planes.to_image(image)
+    split = planes.split(img)
     h, w = split.pixels.shape[:2]
     tile_log2 = choose_tile_log2(h, w, tile)
     slots = container.model_slots(split.mode, split.palette_as_rgb)
@@ -208,6 +216,7 @@ def compress(
         palette=split.palette if split.mode == "P" else None,
         transparency=split.transparency if split.mode == "P" else None,
         palette_as_rgb=split.palette_as_rgb,
+        metadata=metadata.from_image(img) if keep_metadata and isinstance(image, Image.Image) else (),
     )
     header = dataclasses.replace(header, crc32=container.checksum(header, container.pixel_crc(split.pixels, extra)))
     enc = constriction.stream.queue.RangeEncoder()
@@ -337,7 +346,7 @@ def decompress(data: bytes, model=None, progress: ProgressBar | None = None) -> 
 
 
 def decompress_image(data: bytes, model=None, progress: ProgressBar | None = None) -> Image.Image:
-    """Decode .pxz bytes to a PIL image with the original mode, palette and transparency."""
+    """Decode .pxz bytes to a PIL image with the original mode, palette, transparency and metadata."""
     header, _ = container.unpack(data)
     pixels = decompress(data, model, progress)
-    return planes.to_pil(header.mode, pixels, header.palette, header.transparency)
+    return metadata.apply(planes.to_pil(header.mode, pixels, header.palette, header.transparency), header.metadata)

@@ -10,7 +10,14 @@ import numpy as np
 from pxzip.errors import FormatError
 
 MAGIC = b"\x89X"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest version this reader reads; files are written as 1 unless they carry metadata
+METADATA_VERSION = 2  # the first version with a metadata section
+
+# Metadata kept beside the pixels (format 2): key -> code byte, written in code order.
+# "text" is the PNG text chunks as a UTF-8 JSON object {keyword: text} with sorted keys.
+METADATA_CODES: dict[str, int] = {"icc_profile": 1, "exif": 2, "xmp": 3, "text": 4}
+_CODE_METADATA = {code: key for key, code in METADATA_CODES.items()}
+MAX_METADATA_ENTRY = 2**24  # bytes per entry (an ICC profile or EXIF block is far smaller)
 
 MODE_CODES: dict[str, int] = {"L": 0, "LA": 1, "RGB": 2, "RGBA": 3, "P": 4, "1": 5}
 _CODE_MODES = {code: mode for mode, code in MODE_CODES.items()}
@@ -57,6 +64,7 @@ class Header:
     palette: bytes | None = None
     transparency: bytes | None = None
     palette_as_rgb: bool = False
+    metadata: tuple[tuple[str, bytes], ...] = ()  # (key, value) in METADATA_CODES order, values non-empty
 
 
 def varint(value: int) -> bytes:
@@ -76,6 +84,14 @@ def palette_section(palette: bytes | None, transparency: bytes | None) -> bytes:
     """The palette section exactly as stored in the file (also fed to the CRC)."""
     pal, trns = palette or b"", transparency or b""
     return varint(len(pal) // 3) + pal + varint(len(trns)) + trns
+
+
+def metadata_section(metadata: tuple[tuple[str, bytes], ...]) -> bytes:
+    """The metadata section exactly as stored (format 2): varint count, then code, varint length, bytes."""
+    out = [varint(len(metadata))]
+    for key, value in metadata:
+        out += [bytes([METADATA_CODES[key]]), varint(len(value)), value]
+    return b"".join(out)
 
 
 def _check_header(h: Header) -> None:
@@ -101,21 +117,29 @@ def _check_header(h: Header) -> None:
             raise ValueError("transparency longer than 256 bytes")
     elif h.palette is not None or h.transparency is not None or h.palette_as_rgb:
         raise ValueError(f"palette fields set for mode {h.mode}")
+    codes = [METADATA_CODES.get(k, 0) for k, _ in h.metadata]
+    if 0 in codes or codes != sorted(set(codes)):
+        raise ValueError(f"metadata keys must be distinct, known and in order: {[k for k, _ in h.metadata]}")
+    if any(not 0 < len(v) <= MAX_METADATA_ENTRY for _, v in h.metadata):
+        raise ValueError("metadata values must be 1..2**24 bytes")
 
 
 def _prefix(header: Header) -> bytes:
     """The header bytes before the checksum field (canonical: unpack accepts only this encoding)."""
     _check_header(header)
     flags = FLAG_PALETTE_AS_RGB if header.palette_as_rgb else 0
+    version = METADATA_VERSION if header.metadata else 1  # older readers still read files without metadata
     parts = [
         MAGIC,
-        bytes([(FORMAT_VERSION << 4) | MODE_CODES[header.mode], (header.tile_log2 << 4) | flags]),
+        bytes([(version << 4) | MODE_CODES[header.mode], (header.tile_log2 << 4) | flags]),
         *header.model_ids,
         varint(header.width),
         varint(header.height),
     ]
     if header.mode == "P":
         parts.append(palette_section(header.palette or b"", header.transparency))
+    if header.metadata:
+        parts.append(metadata_section(header.metadata))
     return b"".join(parts)
 
 
@@ -213,6 +237,7 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         if n_trns > 256:
             raise FormatError(f"corrupt pxz file: transparency has {n_trns} entries (max 256)")
         transparency = r.take(n_trns, "transparency") or None
+    metadata = _read_metadata(r) if version >= METADATA_VERSION else ()
     crc = int.from_bytes(r.take(4, "checksum"), "little")
     header = Header(
         mode=mode,
@@ -224,11 +249,30 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         palette=palette,
         transparency=transparency,
         palette_as_rgb=palette_as_rgb,
+        metadata=metadata,
     )
     return header, data[r.pos :]
 
 
-FIELDS = ("vm", "tf", "ids", "width", "height", "pal", "crc", "payload")  # the byte fields after MAGIC
+def _read_metadata(r: _Reader) -> tuple[tuple[str, bytes], ...]:
+    count = r.varint("metadata count")
+    # a version-2 file exists only to carry metadata: zero entries is not a canonical file
+    if not 1 <= count <= len(METADATA_CODES):
+        raise FormatError(f"corrupt pxz file: {count} metadata entries (1..{len(METADATA_CODES)})")
+    out, last = [], 0
+    for _ in range(count):
+        code = r.take(1, "metadata key")[0]
+        if code not in _CODE_METADATA or code <= last:
+            raise FormatError(f"corrupt pxz file: metadata key code {code} unknown, repeated or out of order")
+        last = code
+        size = r.varint("metadata size")
+        if not 1 <= size <= MAX_METADATA_ENTRY:
+            raise FormatError(f"corrupt pxz file: metadata entry of {size} bytes (1..{MAX_METADATA_ENTRY})")
+        out.append((_CODE_METADATA[code], r.take(size, "metadata")))
+    return tuple(out)
+
+
+FIELDS = ("vm", "tf", "ids", "width", "height", "pal", "meta", "crc", "payload")  # the byte fields after MAGIC
 
 
 def fields(data: bytes) -> dict[str, bytes]:
@@ -242,6 +286,7 @@ def fields(data: bytes) -> dict[str, bytes]:
         "width": varint(h.width),
         "height": varint(h.height),
         "pal": palette_section(h.palette, h.transparency) if h.mode == "P" else b"",
+        "meta": metadata_section(h.metadata) if h.metadata else b"",
         "crc": h.crc32.to_bytes(4, "little"),
         "payload": payload,
     }

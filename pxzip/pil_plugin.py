@@ -1,11 +1,11 @@
-"""Pillow plugin: `Image.open("x.pxz")` and `img.save("x.pxz", model=..., tile=...)` after `import pxzip`."""
+"""Pillow plugin: `Image.open("x.pxz")`, `img.save("x.pxz", model=..., tile=..., metadata=...)` after `import pxzip`."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageFile, ImagePalette
 
-from pxzip import codec, container
+from pxzip import codec, container, metadata
 from pxzip.errors import FormatError
 
 FORMAT = "PXZ"
@@ -36,6 +36,7 @@ class PxzImageFile(ImageFile.ImageFile):
             probe = to_pil("P", np.zeros((1, 1), np.uint8), header.palette, header.transparency)
             if "transparency" in probe.info:
                 self.info["transparency"] = probe.info["transparency"]
+        metadata.apply(self, header.metadata)  # info["icc_profile"], ["exif"], ["xmp"]; .text
         tile = getattr(ImageFile, "_Tile", tuple)  # a NamedTuple in recent Pillow, a tuple before
         self.tile = (
             [tile((FORMAT, (0, 0) + self.size, 0, (data,)))]
@@ -62,8 +63,10 @@ class PxzDecoder(ImageFile.PyDecoder):
 
 
 def _save(im: Image.Image, fp, filename) -> None:
+    """Save options: model (name, path or list), tile, metadata (False: do not keep ICC/EXIF/XMP/text)."""
     info = im.encoderinfo
-    fp.write(codec.compress(im, info.get("model"), tile=info.get("tile")))
+    keep = info.get("metadata", True)
+    fp.write(codec.compress(im, info.get("model"), tile=info.get("tile"), keep_metadata=keep))
 
 
 def register() -> None:

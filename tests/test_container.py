@@ -77,9 +77,46 @@ def test_wrong_magic() -> None:
 
 def test_newer_version_message() -> None:
     data = bytearray(pack(Header("L", 2, 2, 0, (ID_GRAY,), 0), b""))
-    data[2] = (2 << 4) | (data[2] & 0x0F)
-    with pytest.raises(FormatError, match=r"newer pxzip \(format 2\); this one reads format 1"):
+    data[2] = (3 << 4) | (data[2] & 0x0F)
+    with pytest.raises(FormatError, match=r"newer pxzip \(format 3\); this one reads format 2"):
         unpack(bytes(data))
+
+
+META = (("icc_profile", b"\x00" * 300), ("exif", b"Exif\x00\x00MM"), ("text", b'{"Source":"Kodak"}'))
+
+
+def test_metadata_round_trip_and_versions() -> None:
+    """No metadata: format 1 (byte-identical to files of pxzip 0.1). Metadata: format 2, under the CRC."""
+    plain = pack(Header("RGB", 3, 2, 0, (ID_RGB,), 5), b"xyz")
+    assert plain[2] >> 4 == 1
+    meta = Header("RGB", 3, 2, 0, (ID_RGB,), 5, metadata=META)
+    data = pack(meta, b"xyz")
+    assert data[2] >> 4 == 2
+    assert unpack(data) == (meta, b"xyz")
+    assert container.join(container.fields(data)) == data
+    assert container.checksum(meta, 0) != container.checksum(Header("RGB", 3, 2, 0, (ID_RGB,), 5), 0)
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        (b"\x00", "0 metadata entries"),
+        (b"\x05", "5 metadata entries"),
+        (b"\x01\x09\x01a", "key code 9"),
+        (b"\x02\x02\x01a\x01\x01b", "key code 1 unknown, repeated or out of order"),
+        (b"\x02\x01\x01a\x01\x01b", "key code 1 unknown, repeated or out of order"),
+        (b"\x01\x01\x00", "entry of 0 bytes"),
+        (b"\x01\x01\x80\x80\x80\x10", "entry of 33554432 bytes"),
+        (b"\x01\x01\x05ab", "truncated"),
+    ],
+)
+def test_bad_metadata_sections(section: bytes, message: str) -> None:
+    body = ID_RGB + container.varint(3) + container.varint(2) + section + bytes(4)
+    data = container.MAGIC + bytes([(2 << 4) | container.MODE_CODES["RGB"], 0]) + body
+    with pytest.raises(FormatError, match=message):
+        unpack(data)
+    with pytest.raises(ValueError):
+        pack(Header("RGB", 3, 2, 0, (ID_RGB,), 5, metadata=(("exif", b"a"), ("icc_profile", b"b"))), b"")
 
 
 def _raw(mode_code: int, tile_flags: int, body: bytes) -> bytes:

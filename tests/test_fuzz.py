@@ -63,6 +63,7 @@ SPECS = [
     ("p-rgb-7x7", "P", 7, 7, "mixed"),  # distinct colours: coded as RGB through the palette
     ("one-7x5", "1", 7, 5, "gated"),
     ("one-8x8", "1", 8, 8, "pp"),
+    ("rgb-meta-6x5", "RGB", 6, 5, "pp"),  # with ICC profile, EXIF and PNG text: a format 2 file
 ]
 N = len(SPECS)
 INTERESTING_SIZES = [
@@ -95,7 +96,12 @@ def _image(mode: str, h: int, w: int, rng: np.random.Generator, name: str) -> Im
     c = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}[mode]
     arr = rng.integers(0, 256, (h, w, c), dtype=np.uint8)
     arr[0, 0] |= 1  # never all zero (see the module docstring)
-    return Image.fromarray(arr[:, :, 0] if c == 1 else arr, mode)
+    img = Image.fromarray(arr[:, :, 0] if c == 1 else arr, mode)
+    if "meta" in name:
+        img.info["icc_profile"] = rng.integers(0, 256, 40, dtype=np.uint8).tobytes()
+        img.info["exif"] = b"Exif\x00\x00" + rng.integers(0, 256, 20, dtype=np.uint8).tobytes()
+        img.text = {"Source": "fuzz"}
+    return img
 
 
 def _model_set(tiny_models, which: str) -> list:
@@ -133,6 +139,7 @@ def fuzz(tiny_models):
     models = [tiny_models[k] for k in ("pp_rgb", "pp_gray", "gated_rgb", "gated_gray")]
     assert container.unpack(corpus[9].data)[0].palette_as_rgb  # both P paths are covered
     assert not container.unpack(corpus[8].data)[0].palette_as_rgb
+    assert container.unpack(corpus[-1].data)[0].metadata and corpus[-1].data[2] >> 4 == 2  # format 2 covered
     with _env("PXZIP_MAX_PIXELS", str(FUZZ_MAX_PIXELS)):
         for s in corpus:  # the corpus is valid (and the decoder is warm before any deadline)
             assert _outcome(s.data, models, s) is None, s.name
@@ -202,9 +209,9 @@ varint_fields = st.one_of(
 @st.composite
 def field_rewrite(draw, model_ids: list[bytes]):
     """(field, new raw bytes-or-transform) for one header field."""
-    field = draw(st.sampled_from(["vm", "tf", "ids", "width", "height", "swap", "pal", "crc"]))
+    field = draw(st.sampled_from(["vm", "tf", "ids", "width", "height", "swap", "pal", "meta", "crc"]))
     if field == "vm":
-        return field, bytes([draw(st.one_of(st.integers(0x10, 0x1F), st.integers(0, 255)))])
+        return field, bytes([draw(st.one_of(st.integers(0x10, 0x2F), st.integers(0, 255)))])
     if field == "tf":
         return field, bytes([draw(st.one_of(st.sampled_from([0x00, 0x01, 0x40, 0x41, 0xC0, 0xD0, 0xF0]),
                                             st.integers(0, 255)))])  # fmt: skip
@@ -219,6 +226,13 @@ def field_rewrite(draw, model_ids: list[bytes]):
         pal = draw(st.binary(min_size=max(0, 3 * n - 2), max_size=3 * n + 2))
         trns = draw(st.binary(min_size=max(0, t - 1), max_size=t + 1))
         return field, varint(n) + pal[: 3 * 256 + 2] + varint(t) + trns[:258]
+    if field == "meta":  # structured entries (right or wrong codes, sizes, order) or junk
+        entry = st.tuples(st.integers(0, 6), st.one_of(sizes, st.integers(0, 40)), st.binary(max_size=48))
+        entries = draw(st.lists(entry, max_size=5))
+        section = varint(draw(st.one_of(st.just(len(entries)), st.integers(0, 9)))) + b"".join(
+            bytes([code]) + varint(n) + body for code, n, body in entries
+        )
+        return field, draw(st.one_of(st.just(section), st.binary(max_size=24)))
     if field == "crc":
         return field, draw(st.binary(min_size=4, max_size=4))
     return field, None  # swap width and height
