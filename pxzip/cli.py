@@ -19,6 +19,8 @@ from pxzip.errors import PxzError, UnsupportedImageError, UsageError
 from pxzip.train_cli import sample as sample_cmd
 from pxzip.train_cli import train as train_cmd
 
+DECODE_GROUP_FILES = 64  # .pxz files decoded in lockstep by one process
+DECODE_GROUP_PIXELS = 1 << 24  # ... holding at most this many pixels at once
 PROGRESS_DELAY_S = 1.0  # files coded faster than this never show a bar
 _PROGRESS_HELP = "progress bar per file, not with -j [default: when stderr is a terminal]"
 MODE_CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 1, "1": 1}
@@ -151,12 +153,17 @@ def _outputs(inputs: tuple[str, ...], output: str | None, suffix: str) -> list[s
     return outs
 
 
-def _run_each(inputs, outputs, work, quiet: bool, force: bool = False, jobs: int = 1, opts=None) -> None:
-    """Run work(inp, out, opts) per file; report each failure in one line; exit with the first code.
+def _run_each(
+    inputs, outputs, work, quiet: bool, force: bool = False, jobs: int = 1, opts=None, group: int = 1
+) -> None:
+    """Run work per file; report each failure in one line; exit with the first code.
 
     outputs[i] is None for commands that write no file (info). work returns a message, or a dict
     with "msg", "bytes_in", "bytes_out", "dims" (summed into a summary line for several files).
-    With jobs > 1 the files are coded in that many worker processes (work must be picklable).
+    group == 1: work(inp, out, opts) per file. group > 1: work(pairs, opts) takes up to `group`
+    (inp, out) pairs at once and returns a (result, PxzError or None) per pair (the decoder codes
+    many files in lockstep). With jobs > 1 the groups run in that many worker processes (work
+    must be picklable).
     """
     code = 0
     taken: set[str] = set()
@@ -198,22 +205,22 @@ def _run_each(inputs, outputs, work, quiet: bool, force: bool = False, jobs: int
         if result and not quiet:
             click.echo(result, err=True)
 
-    if jobs > 1 and len(todo) > 1:
+    size = max(1, min(group, -(-len(todo) // jobs)))  # every job gets a share
+    groups = [todo[k : k + size] for k in range(0, len(todo), size)]
+    if jobs > 1 and len(groups) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         # spawn: torch and its thread pools do not survive fork safely
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [(inp, pool.submit(_in_worker, work, inp, out, opts)) for inp, out in todo]
-            for inp, fut in futures:
-                result, error = fut.result()
-                report(inp, result, error)
+            futures = [(pairs, pool.submit(_in_worker, work, pairs, opts, group > 1)) for pairs in groups]
+            for pairs, fut in futures:
+                for (inp, _), (result, error) in zip(pairs, fut.result()):
+                    report(inp, result, error)
     else:
-        for inp, out in todo:
-            try:
-                report(inp, work(inp, out, opts))
-            except PxzError as e:
-                report(inp, error=e)
+        for pairs in groups:
+            for (inp, _), (result, error) in zip(pairs, _run_group(work, pairs, opts, group > 1)):
+                report(inp, result, error)
     if totals[0] > 1 and not quiet:
         n, bin_, bout, dims = totals
         click.echo(
@@ -225,15 +232,26 @@ def _run_each(inputs, outputs, work, quiet: bool, force: bool = False, jobs: int
         sys.exit(code)
 
 
-def _in_worker(work, inp, out, opts):
-    """Worker-process side of --jobs: one thread each, errors returned rather than raised."""
+def _run_group(work, pairs, opts, grouped: bool) -> list[tuple[object, PxzError | None]]:
+    """(result, error) per (inp, out) pair: errors are returned, not raised, so one bad file
+    never stops the others."""
+    if grouped:
+        return work(pairs, opts)
+    out = []
+    for inp, dest in pairs:
+        try:
+            out.append((work(inp, dest, opts), None))
+        except PxzError as e:
+            out.append((None, e))
+    return out
+
+
+def _in_worker(work, pairs, opts, grouped: bool):
+    """Worker-process side of --jobs: one torch thread each."""
     import torch
 
     torch.set_num_threads(1)
-    try:
-        return work(inp, out, opts), None
-    except PxzError as e:
-        return None, e
+    return _run_group(work, pairs, opts, grouped)
 
 
 def _expand(inputs: tuple[str, ...], recursive: bool, suffix: str | None) -> tuple[str, ...]:
@@ -443,24 +461,63 @@ def decompress(inputs, output, model_names, force, quiet, recursive, jobs, progr
     _models(model_names)
     inputs = _expand(inputs, recursive, ".pxz")
     opts = {"models": model_names, "force": force, "progress": progress}
-    _run_each(inputs, _outputs(inputs, output, ".png"), _decompress_one, quiet, force, jobs, opts)
+    outputs = _outputs(inputs, output, ".png")
+    _run_each(inputs, outputs, _decompress_group, quiet, force, jobs, opts, group=DECODE_GROUP_FILES)
 
 
-def _decompress_one(inp: str, out: str, opts: dict) -> dict:
-    fmt, kw = _output_format(out)
-    data = _read_input(inp)
-    header, _ = container.unpack(data)
-    _check_can_save(header.mode, fmt, kw)
-    with _progress(opts["progress"], f"{inp}: decode") as progress:
-        img = codec.decompress_image(data, _models(opts["models"]) or None, progress)
+def _decompress_group(pairs: list[tuple[str, str]], opts: dict) -> list[tuple[dict | None, PxzError | None]]:
+    """Decode several .pxz files in lockstep (their tiles share decoder steps: a folder of small
+    images decodes many times faster than file by file), then write each image."""
+    results: list[tuple[dict | None, PxzError | None]] = [(None, None)] * len(pairs)
+    ready = []  # (index, data, header, format, save options)
+    for k, (inp, out) in enumerate(pairs):
+        try:
+            fmt, kw = _output_format(out)
+            data = _read_input(inp)
+            header, _ = container.unpack(data)
+            _check_can_save(header.mode, fmt, kw)
+            ready.append((k, data, header, fmt, kw))
+        except PxzError as e:
+            results[k] = (None, e)
+    models = _models(opts["models"]) or None
+    start = 0
+    while start < len(ready):  # sub-groups of at most DECODE_GROUP_PIXELS pixels (memory)
+        end, pixels = start, 0
+        while end < len(ready) and (end == start or pixels + _pixels(ready[end][2]) <= DECODE_GROUP_PIXELS):
+            pixels += _pixels(ready[end][2])
+            end += 1
+        part = ready[start:end]
+        start = end
+        what = pairs[part[0][0]][0] if len(part) == 1 else f"{len(part)} files"
+        try:
+            with _progress(opts["progress"], f"{what}: decode") as progress:
+                images = codec.decompress_images([r[1] for r in part], models, progress)
+        except PxzError:
+            images = [None] * len(part)  # find out which file is bad: one at a time
+        for (k, data, header, fmt, kw), img in zip(part, images):
+            inp, out = pairs[k]
+            try:
+                if img is None:
+                    img = codec.decompress_image(data, models)
+                results[k] = (_write_image(inp, out, img, data, header, fmt, kw, opts["force"]), None)
+            except PxzError as e:
+                results[k] = (None, e)
+    return results
+
+
+def _pixels(header: container.Header) -> int:
+    return header.width * header.height
+
+
+def _write_image(inp, out, img, data: bytes, header, fmt: str, kw: dict, force: bool) -> dict:
     meta_kw, dropped = metadata.save_options(fmt, header.metadata)
     kw = kw | meta_kw
     if out == "-":
         buf = io.BytesIO()
         img.save(buf, format=fmt, **kw)
-        write_atomic(out, buf.getvalue(), opts["force"])
+        write_atomic(out, buf.getvalue(), force)
     else:
-        write_atomic(out, None, opts["force"], save=lambda tmp: img.save(tmp, format=fmt, **kw))
+        write_atomic(out, None, force, save=lambda tmp: img.save(tmp, format=fmt, **kw))
     if dropped:  # the pixels are all there; say what the chosen format could not carry
         _err(f"{inp}: note: {', '.join(dropped)} not written ({fmt} cannot hold it; .png keeps everything)")
     dims = img.width * img.height * MODE_CHANNELS[img.mode]

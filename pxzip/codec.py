@@ -347,6 +347,13 @@ def decompress(data: bytes, model=None, progress: ProgressBar | None = None) -> 
 
 def decompress_image(data: bytes, model=None, progress: ProgressBar | None = None) -> Image.Image:
     """Decode .pxz bytes to a PIL image with the original mode, palette, transparency and metadata."""
-    header, _ = container.unpack(data)
-    pixels = decompress(data, model, progress)
-    return metadata.apply(planes.to_pil(header.mode, pixels, header.palette, header.transparency), header.metadata)
+    return decompress_images([data], model, progress)[0]
+
+
+def decompress_images(datas: list[bytes], model=None, progress: ProgressBar | None = None) -> list[Image.Image]:
+    """`decompress_image` for many files at once, decoded in lockstep like `decompress_many`."""
+    headers = [container.unpack(d)[0] for d in datas]
+    out = []
+    for h, pixels in zip(headers, decompress_many(datas, model, progress=progress)):
+        out.append(metadata.apply(planes.to_pil(h.mode, pixels, h.palette, h.transparency), h.metadata))
+    return out

@@ -824,3 +824,39 @@ def test_library_progress_callback(tiny_models):
     assert calls[0] == (0, 2 * total) and calls[-1] == (2 * total, 2 * total)
     assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:])) and len(calls) > 4
     assert np.array_equal(out[0], np.asarray(img))
+
+
+def test_many_files_decode_in_lockstep_and_a_bad_one_is_isolated(tmp_path, monkeypatch):
+    """Several .pxz files (mixed modes and sizes) are decoded together; a damaged one fails alone."""
+    images = {"a": make_image("RGB", 5, 4, 1), "b": make_image("L", 7, 3, 2), "c": make_image("RGBA", 3, 6, 3)}
+    images |= {"d": make_image("P", 4, 4, 4), "e": make_image("RGB", 6, 2, 5)}
+    for name, img in images.items():
+        assert_ok(run("compress", save_png(tmp_path, f"{name}.png", img), *PP, "-q"))
+        (tmp_path / f"{name}.png").unlink()
+    bad = tmp_path / "c.pxz"
+    raw = bytearray(bad.read_bytes())
+    raw[-1] ^= 0x40  # payload damage: found by the checksum after decoding
+    bad.write_bytes(bytes(raw))
+    calls = []
+    real = codec.decompress_images
+    monkeypatch.setattr(
+        codec, "decompress_images", lambda datas, *a, **k: calls.append(len(datas)) or real(datas, *a, **k)
+    )
+    res = run("decompress", *sorted(tmp_path.glob("*.pxz")), *PP)
+    assert res.exit_code == ChecksumError.exit_code, res.output
+    assert calls == [5, 1, 1, 1, 1, 1]  # one lockstep batch of all five files; it failed: one by one
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("pxzip: ")]
+    assert len(lines) == 1 and "c.pxz" in lines[0] and "checksum" in lines[0]
+    for name, img in images.items():
+        if name != "c":
+            assert_same_image(img_bytes(img), tmp_path / f"{name}.png")
+    assert not (tmp_path / "c.png").exists()
+    res = run("decompress", *[tmp_path / f"{n}.pxz" for n in "abde"], *PP, "-f", "-q")
+    assert_ok(res)
+    assert calls[-1] == 4
+
+
+def img_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
