@@ -55,7 +55,8 @@ def main() -> None:
         step, extra = spec.split(":")
         history = [r | {"minutes": r["minutes"] + float(extra) * (r["step"] >= int(step))} for r in history]
     minutes = history[-1]["minutes"] if history else 0.0
-    sha = zoo.save_model(a.out, model.eval(), a.name, {"history": history, "train_seconds": 60 * minutes})
+    extra = {"history": history, "train_seconds": 60 * minutes, "final_step": int(meta["step"])}
+    sha = zoo.save_model(a.out, model.eval(), a.name, extra)
     print(f"{a.out}: step {meta['step']}, {minutes:.0f} min, sha256 {sha}")
 
 

@@ -19,10 +19,13 @@ def _rates(path: str) -> str:
     r = json.loads(Path(path).read_text())
     rates, n = r["rates"], r["n"]
     base = r.get("baselines") or {}
-    subset = f" (first {n} images)" if (r.get("source") or {}).get("limit") else ""
+    src = r.get("source") or {}
+    subset = f" (first {n} images)" if src.get("limit") else ""
+    name = r.get("dataset", path)
+    if name == "files":
+        name = ", ".join(Path(p).name for p in src.get("paths", [])) or "files"
     lines = [
-        f"**{r.get('dataset', path)}**{subset}: {n} images, {r['n_exact']}/{n} decoded bit-exact; "
-        "bits/dim, mean over images:",
+        f"**{name}**{subset}: {n} images, {r['n_exact']}/{n} decoded bit-exact; bits/dim, mean over images:",
         "",
         "| float NLL | exact tables (ideal) | payload | whole .pxz file |" + "".join(f" {k} |" for k in base),
         "|---|---|---|---|" + "---|" * len(base),
@@ -35,7 +38,8 @@ def _rates(path: str) -> str:
         lines.append(
             f"Encode {t.get('encode_ms_per_image', float('nan')):.1f} ms/image, "
             f"decode {t.get('decode_ms_per_image', float('nan')):.1f} ms/image "
-            f"(batch {t.get('decode_batch')}, torch threads {r.get('machine', {}).get('torch_threads')})."
+            f"(batch {t.get('decode_batch')}, torch threads {r.get('machine', {}).get('torch_threads')}, "
+            f"{t.get('jobs', 1)} job(s); wall {t.get('wall_s', float('nan')) / 60:.1f} min)."
         )
         lines.append("")
     return "\n".join(lines)
@@ -70,9 +74,11 @@ def main() -> None:
         f"{fm.num_parameters():,} parameters",
         f"- exact model: activations {c.act_bits} fractional bits, weights < 2^{c.weight_bits - 1} per output channel",
         f"- data: {a.data}",
-        f"- training: {last.get('step', '?')} steps of Adam, batch 32, EMA 0.999, bf16 autocast, "
+        f"- training: {json.loads(meta.get('final_step', 'null')) or last.get('step', '?')} steps of Adam, "
+        "batch 32, EMA 0.999, bf16 autocast, "
         f"{seconds / 60:.0f} min wall time on {a.hardware}",
-        f"- held-out NLL at the end (EMA, float, bf16): {last.get('eval_bpd', float('nan')):.4f} bits/dim "
+        f"- held-out NLL at the last evaluation (step {last.get('step', '?')}; EMA weights, float model, bf16): "
+        f"{last.get('eval_bpd', float('nan')):.4f} bits/dim "
         f"(train running mean {last.get('train_bpd', float('nan')):.4f})",
     ]
     if a.command:
