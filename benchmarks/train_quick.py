@@ -24,18 +24,27 @@ p.add_argument("--out", default="runs/rgb")
 p.add_argument("--bs", type=int, default=32)
 p.add_argument("--resume", action="store_true")
 p.add_argument("--bench", type=int, default=0)
+p.add_argument("--conditional", action="store_true", help="class-conditional (labels shown half of the time)")
+p.add_argument("--label-dropout", type=float, default=0.5)
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 recs = [np.fromfile(f"{a.data}/data_batch_{i}.bin", np.uint8).reshape(-1, 3073) for i in range(1, 6)]
 x = np.concatenate(recs)[:, 1:].reshape(-1, 3, 32, 32)
+y = torch.from_numpy(np.concatenate(recs)[:, 0].astype(np.int64))
 if a.gray:
     from PIL import Image
 
     x = np.stack([np.asarray(Image.fromarray(im.transpose(1, 2, 0)).convert("L")) for im in x])[:, None]
 x = torch.from_numpy(np.ascontiguousarray(x))
 train, held = x[:-1000], x[-1000:]  # last 1000 train images held out; never the test set
+ytrain, yheld = y[:-1000], y[-1000:]
 mc = ModelConfig(
-    arch=a.arch, in_channels=x.shape[1], num_filters=a.filters, num_resnet=a.blocks, num_logistic_mix=a.mix
+    arch=a.arch,
+    in_channels=x.shape[1],
+    num_filters=a.filters,
+    num_resnet=a.blocks,
+    num_logistic_mix=a.mix,
+    num_classes=10 if a.conditional else 0,
 )
 tc = TrainConfig(
     out_dir=a.out,
@@ -64,7 +73,11 @@ if a.bench:
         loss.backward()
     print("img/s", a.bench * a.bs / (time.time() - t), float(loss), file=sys.stderr)
     sys.exit()
-tr = Trainer(model, tc, batches_from_array(train, a.bs, 0), held[:500])
+if a.conditional:
+    batches = batches_from_array(train, a.bs, 0, ytrain, mc.null_label, a.label_dropout)
+    tr = Trainer(model, tc, batches, (held[:500], yheld[:500]))
+else:
+    tr = Trainer(model, tc, batches_from_array(train, a.bs, 0), held[:500])
 
 if a.resume and (Path(a.out) / "checkpoint.safetensors").exists():
     tr.resume(Path(a.out) / "checkpoint.safetensors")

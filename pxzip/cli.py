@@ -411,7 +411,12 @@ def cli() -> None:
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, help="files coded in parallel processes")
 @click.option("--progress/--no-progress", default=None, help=_PROGRESS_HELP)
 @click.option("--strip", is_flag=True, help="do not keep the ICC profile, EXIF, XMP and PNG text")
-def compress(inputs, output, model_names, tile, force, verify, quiet, recursive, jobs, progress, strip) -> None:
+@click.option(
+    "--label",
+    callback=lambda _c, _p, v: _parse_label(v),
+    help="class-conditional models: code with class label N, or 'auto': try every label, keep the shortest",
+)
+def compress(inputs, output, model_names, tile, force, verify, quiet, recursive, jobs, progress, strip, label) -> None:
     """Compress images (PNG, BMP, TIFF, ...; '-' = stdin) to .pxz files.
 
     The pixels are coded losslessly; an ICC profile, EXIF, XMP and PNG text are kept beside them
@@ -421,7 +426,18 @@ def compress(inputs, output, model_names, tile, force, verify, quiet, recursive,
     inputs = _expand(inputs, recursive, None)
     opts = {"models": model_names, "tile": tile, "force": force, "verify": verify, "progress": progress}
     opts["keep_metadata"] = not strip
+    opts["label"] = label
     _run_each(inputs, _outputs(inputs, output, ".pxz"), _compress_one, quiet, force, jobs, opts)
+
+
+def _parse_label(value: str | None) -> int | str | None:
+    """--label: None, "auto" or a class number (range checked against the model when coding)."""
+    if value is None or value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"--label {value!r}: expected a class number or 'auto'") from None
 
 
 def _compress_one(inp: str, out: str, opts: dict) -> dict:
@@ -431,7 +447,9 @@ def _compress_one(inp: str, out: str, opts: dict) -> dict:
     try:
         with _progress(opts["progress"], f"{inp}: encode") as progress:
             keep = opts["keep_metadata"]
-            data = codec.compress(img, models, tile=opts["tile"], progress=progress, keep_metadata=keep)
+            data = codec.compress(
+                img, models, tile=opts["tile"], progress=progress, keep_metadata=keep, label=opts["label"]
+            )
     except ValueError as e:
         raise UsageError(str(e)) from None
     if opts["verify"]:
@@ -444,6 +462,9 @@ def _compress_one(inp: str, out: str, opts: dict) -> dict:
     write_atomic(out, data, opts["force"])
     dims = img.width * img.height * MODE_CHANNELS[img.mode]
     msg = f"{inp} -> {out}: {len(raw)} -> {len(data)} bytes, {8 * len(data) / dims:.3f} bits/dim"
+    label = container.unpack(data)[0].label
+    if opts["label"] is not None and label is not None:
+        msg += f" (label {label})"
     return {"msg": msg, "bytes_in": len(raw), "bytes_out": len(data), "dims": dims}
 
 
@@ -545,6 +566,7 @@ def info(inputs) -> None:
         click.echo(
             f"{inp}: pxz format {version}, {h.width}x{h.height} {h.mode}, models {ids}, tiles {tile}, "
             f"header {len(data) - len(payload)} B, payload {len(payload)} B, {8 * len(data) / dims:.4f} bits/dim"
+            + (f", class label {h.label}" if h.label is not None else "")
             + "".join(f", {metadata.LABELS[k]} {len(v)} B" for k, v in h.metadata)
         )
         return ""
@@ -560,9 +582,9 @@ def list_models() -> None:
         try:
             m = zoo.load_model(name)
             c = m.cfg
-            click.echo(
-                f"{name:20s} id {m.id.hex()}  {m.kind:4s}  {c.arch} F={c.num_filters} blocks={c.num_resnet}  {path}"
-            )
+            arch = f"{c.arch} F={c.num_filters} blocks={c.num_resnet}"
+            arch += f" classes={c.num_classes}" if c.num_classes else ""
+            click.echo(f"{name:20s} id {m.id.hex()}  {m.kind:4s}  {arch}  {path}")
         except PxzError as e:
             click.echo(f"{name:20s} BROKEN: {e}")
 

@@ -102,20 +102,39 @@ def _gather(plane: np.ndarray, unit: Unit) -> np.ndarray:
     return np.stack([plane[y : y + th, x : x + tw] for y, x in unit.origins])  # (n, th, tw, C)
 
 
+def lane_labels(model: zoo.Model, label: int | None, n: int) -> torch.Tensor | None:
+    """(n,) labels for a conditional model's lanes (None: "no label"); None for unconditional models."""
+    if not model.cfg.num_classes:
+        return None
+    return torch.full((n,), model.cfg.null_label if label is None else label, dtype=torch.int64)
+
+
+def _part(labels: torch.Tensor | None, start: int, size: int) -> torch.Tensor | None:
+    return None if labels is None else labels[start : start + size]
+
+
 def encode_unit(
-    enc, model: zoo.Model, tiles_px: np.ndarray, trace: list | None = None, progress: Progress | None = None
+    enc,
+    model: zoo.Model,
+    tiles_px: np.ndarray,
+    trace: list | None = None,
+    progress: Progress | None = None,
+    label: int | None = None,
 ) -> None:
     """Encode tiles (n, th, tw, C) uint8 into the range coder, in the canonical order.
 
     trace: if a list, the frequency of each coded symbol is appended to it (see `compress`).
     progress: called with the number of pixels (per plane) coded, after each batch of rows.
+    label: class label for a conditional model (None: no label); unconditional models ignore it.
     """
     n, th, tw, c = tiles_px.shape
     em = model.exact
     x = torch.from_numpy(np.ascontiguousarray(tiles_px.transpose(0, 3, 1, 2)))
+    labels = lane_labels(model, label, n)
     per = max(1, PASS_POSITIONS // (th * tw))
     # one parallel pass per chunk of tiles; lanes are independent, so chunking cannot change a value
-    params = torch.cat([tile_params(em, x[k : k + per]).cpu() for k in range(0, n, per)])
+    chunks = range(0, n, per)
+    params = torch.cat([tile_params(em, x[k : k + per], _part(labels, k, per)).cpu() for k in chunks])
     params = params.to(torch.int64).numpy()  # (n, P, th, tw)
     rows = max(1, TABLE_POSITIONS // (tw * n))  # rows per table batch: fewer numpy calls, bounded memory
     for i0 in range(0, th, rows):
@@ -135,12 +154,17 @@ def encode_unit(
 
 
 def decode_units(
-    model: zoo.Model, shape: tuple[int, int], parts: list[tuple[object, int]], progress: Progress | None = None
+    model: zoo.Model,
+    shape: tuple[int, int],
+    parts: list[tuple[object, int]],
+    progress: Progress | None = None,
+    labels: list[int | None] | None = None,
 ) -> np.ndarray:
     """Decode several units of one model and shape in lockstep.
 
     parts: (decoder, number of tiles) per unit, each unit from a different stream. Returns the
     tiles (sum n, th, tw, C) uint8, units concatenated in the given order.
+    labels: the class label of each unit's file (None: no label), for conditional models.
     """
     th, tw = shape
     cfg, em = model.cfg, model.exact
@@ -148,7 +172,10 @@ def decode_units(
     total = sum(n for _, n in parts)
     bounds = np.cumsum([0] + [n for _, n in parts])
     out = np.zeros((total, th, tw, c), np.uint8)
-    st = Stepper(em, total, th, tw)
+    lanes = None
+    if cfg.num_classes:  # each unit's lanes take its file's label: files with different labels share steps
+        lanes = torch.cat([lane_labels(model, lab, n) for (_, n), lab in zip(parts, labels or [None] * len(parts))])
+    st = Stepper(em, total, th, tw, labels=lanes)
     vals = np.empty(total, np.int64)
     for i in range(th):
         st.start_row(i)
@@ -188,6 +215,7 @@ def compress(
     trace: list | None = None,
     progress: ProgressBar | None = None,
     keep_metadata: bool = True,
+    label: int | str | None = None,
 ) -> bytes:
     """Losslessly compress an image (PIL image or uint8 numpy array) to .pxz bytes.
 
@@ -198,13 +226,19 @@ def compress(
     length is `ideal_bits(trace)`. Tracing never changes the bytes.
     progress: called as progress(done, total) with pixel counts (summed over planes) as coding goes.
     keep_metadata: store a PIL image's ICC profile, EXIF, XMP and PNG text with it (`pxzip.metadata`).
+    label: for class-conditional models: a class label 0..N-1 to code the image with (stored in the
+    file), None for none, or "auto": code with every label and with none, keep the shortest file
+    (ties: no label, then the smallest label). "auto" is a no-op for unconditional models.
     """
+    if label == "auto":
+        return _compress_auto(image, model, tile=tile, trace=trace, progress=progress, keep_metadata=keep_metadata)
     img = planes.to_image(image)
     split = planes.split(img)
     h, w = split.pixels.shape[:2]
     tile_log2 = choose_tile_log2(h, w, tile)
     slots = container.model_slots(split.mode, split.palette_as_rgb)
     models = _models_for(slots, _as_models(model))
+    label = _check_label(label, models.values())
     extra = container.palette_section(split.palette, split.transparency) if split.mode == "P" else b""
     header = container.Header(
         mode=split.mode,
@@ -217,13 +251,52 @@ def compress(
         transparency=split.transparency if split.mode == "P" else None,
         palette_as_rgb=split.palette_as_rgb,
         metadata=metadata.from_image(img) if keep_metadata and isinstance(image, Image.Image) else (),
+        label=label,
     )
     header = dataclasses.replace(header, crc32=container.checksum(header, container.pixel_crc(split.pixels, extra)))
     enc = constriction.stream.queue.RangeEncoder()
     step = _counter(progress, h * w * len(split.planes))
     for unit in units_for(h, w, tile_log2, len(split.planes)):
-        encode_unit(enc, models[split.kinds[unit.plane]], _gather(split.planes[unit.plane], unit), trace, step)
+        plane = _gather(split.planes[unit.plane], unit)
+        encode_unit(enc, models[split.kinds[unit.plane]], plane, trace, step, label)
     return container.pack(header, container.words_to_bytes(enc.get_compressed()))
+
+
+def _check_label(label, models) -> int | None:
+    """A label every conditional model accepts; a label with no conditional model is an error."""
+    if label is None:
+        return None
+    if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+        raise ValueError(f"label must be an integer, None or 'auto', not {label!r}")
+    classes = {m.cfg.num_classes for m in models if m.cfg.num_classes}
+    if not classes:
+        raise ValueError(f"model {', '.join(m.name for m in models)} is not class-conditional: it takes no label")
+    if not 0 <= label < min(classes):
+        raise ValueError(f"label {label} out of range: the model knows labels 0..{min(classes) - 1}")
+    return int(label)
+
+
+def conditional_classes(model=None, image=None) -> int:
+    """Labels the models that would code `image` know (0 if none of them is class-conditional)."""
+    split = planes.split(planes.to_image(image))
+    models = _models_for(container.model_slots(split.mode, split.palette_as_rgb), _as_models(model))
+    return min([m.cfg.num_classes for m in models.values() if m.cfg.num_classes], default=0)
+
+
+def _compress_auto(image, model, *, trace: list | None, progress: ProgressBar | None, **kw) -> bytes:
+    """`compress(label="auto")`: every candidate coded in full, the shortest kept (exact sizes, not estimates)."""
+    models = _as_models(model)  # load once for all candidates
+    candidates = [None, *range(conditional_classes(models, image))]
+    best, best_trace = None, None
+    for k, lab in enumerate(candidates):
+        tr: list | None = [] if trace is not None else None
+        pr = None if progress is None else (lambda d, t, k=k: progress(k * t + d, len(candidates) * t))
+        data = compress(image, models or None, trace=tr, progress=pr, label=lab, **kw)
+        if best is None or len(data) < len(best):
+            best, best_trace = data, tr
+    if trace is not None:
+        trace.extend(best_trace)
+    return best
 
 
 def ideal_bits(trace: list[np.ndarray]) -> float:
@@ -266,6 +339,12 @@ def _open(data: bytes, given: list[zoo.Model]) -> _Stream:
     for kind, m in models.items():
         if m.kind != kind:
             raise FormatError(f"model {m.name} codes {m.kind} planes, but this file needs a {kind} model")
+    if header.label is not None:
+        classes = [m.cfg.num_classes for m in models.values() if m.cfg.num_classes]
+        if not classes:
+            raise FormatError("file has a class label but its model is not class-conditional")
+        if header.label >= min(classes):
+            raise FormatError(f"corrupt pxz file: class label {header.label} unknown to the model")
     kinds = planes.plane_kinds(header.mode, header.palette_as_rgb)
     shapes = [(header.height, header.width, models[k].cfg.in_channels) for k in kinds]
     units = units_for(header.height, header.width, header.tile_log2, len(kinds))
@@ -322,7 +401,8 @@ def _decode_batch(batch: list[_Stream], shape: tuple[int, int], progress: Progre
     units = [s.units[s.next] for s in batch]
     model = batch[0].models[batch[0].kinds[units[0].plane]]
     try:
-        tiles = decode_units(model, shape, [(s.decoder, len(u.origins)) for s, u in zip(batch, units)], progress)
+        parts = [(s.decoder, len(u.origins)) for s, u in zip(batch, units)]
+        tiles = decode_units(model, shape, parts, progress, [s.header.label for s in batch])
     except BaseException as e:
         # constriction reports bad input with ValueError or AssertionError ("Tried to decode from compressed
         # data that is invalid for the employed entropy model"), and Rust panics as pyo3's PanicException

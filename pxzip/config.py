@@ -23,6 +23,7 @@ class ModelConfig:
     dropout_p: float = 0.0  # dropout inside pixelcnnpp blocks, training only
     act_bits: int = 10  # exact model: fractional bits of every activation (fixed point 2**-act_bits)
     weight_bits: int = 12  # exact model: |integer weight| < 2**weight_bits per output channel
+    num_classes: int = 0  # class-conditional with labels 0..N-1, plus label N = "no label" (0: unconditional)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -33,6 +34,8 @@ class ModelConfig:
             raise ValueError("kernel_size must be odd and >= 3")
         if self.num_hierarchies != 1:
             raise ValueError("num_hierarchies > 1 is not supported by the exact coder (format 1)")
+        if not 0 <= self.num_classes <= 255:
+            raise ValueError("num_classes must be in 0..255 (a file stores the label in one byte)")
         if self.num_filters < self.in_channels or self.num_resnet < 1 or self.num_logistic_mix < 1:
             raise ValueError("num_filters, num_resnet and num_logistic_mix must be positive")
 
@@ -44,8 +47,16 @@ class ModelConfig:
             return 256 * c
         return k * (1 + 2 * c + (3 if c == 3 else 0))  # logits, means, log-scales, RGB coefficients
 
+    @property
+    def null_label(self) -> int:
+        """The label meaning "no label" (what files without a label are coded with)."""
+        return self.num_classes
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        d = asdict(self)
+        if not self.num_classes:
+            del d["num_classes"]  # unconditional configs keep the JSON they had before labels existed
+        return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:

@@ -10,8 +10,9 @@ import numpy as np
 from pxzip.errors import FormatError
 
 MAGIC = b"\x89X"
-FORMAT_VERSION = 2  # the newest version this reader reads; files are written as 1 unless they carry metadata
+FORMAT_VERSION = 3  # the newest version this reader reads; files are written in the oldest version that holds them
 METADATA_VERSION = 2  # the first version with a metadata section
+LABEL_VERSION = 3  # the first version with a class label (for class-conditional models)
 
 # Metadata kept beside the pixels (format 2): key -> code byte, written in code order.
 # "text" is the PNG text chunks as a UTF-8 JSON object {keyword: text} with sorted keys.
@@ -28,7 +29,8 @@ TILE_LOG2_MIN = 4
 TILE_LOG2_MAX = 12
 MODEL_ID_SIZE = 2
 FLAG_PALETTE_AS_RGB = 0x01
-_RESERVED_FLAGS = 0x0E
+FLAG_LABEL = 0x02  # format 3: one class-label byte follows the model ids
+_RESERVED_FLAGS = 0x0C
 # A side is at most 2**24, which fits in 4 LEB128 bytes; 5 leaves room to report
 # "too large" for slightly bigger values instead of a vaguer varint error.
 _MAX_VARINT_BYTES = 5
@@ -65,6 +67,7 @@ class Header:
     transparency: bytes | None = None
     palette_as_rgb: bool = False
     metadata: tuple[tuple[str, bytes], ...] = ()  # (key, value) in METADATA_CODES order, values non-empty
+    label: int | None = None  # class label 0..254 the conditional model(s) coded with; None: no label
 
 
 def varint(value: int) -> bytes:
@@ -84,6 +87,11 @@ def palette_section(palette: bytes | None, transparency: bytes | None) -> bytes:
     """The palette section exactly as stored in the file (also fed to the CRC)."""
     pal, trns = palette or b"", transparency or b""
     return varint(len(pal) // 3) + pal + varint(len(trns)) + trns
+
+
+def label_section(label: int | None) -> bytes:
+    """The label field exactly as stored: one byte after the model ids, or nothing."""
+    return b"" if label is None else bytes([label])
 
 
 def metadata_section(metadata: tuple[tuple[str, bytes], ...]) -> bytes:
@@ -122,23 +130,32 @@ def _check_header(h: Header) -> None:
         raise ValueError(f"metadata keys must be distinct, known and in order: {[k for k, _ in h.metadata]}")
     if any(not 0 < len(v) <= MAX_METADATA_ENTRY for _, v in h.metadata):
         raise ValueError("metadata values must be 1..2**24 bytes")
+    if h.label is not None and not 0 <= h.label <= 254:
+        raise ValueError(f"class label {h.label} out of range 0..254")
+
+
+def version_of(header: Header) -> int:
+    """The format version a header is written in: the oldest that holds it (older readers read it)."""
+    if header.label is not None:
+        return LABEL_VERSION
+    return METADATA_VERSION if header.metadata else 1
 
 
 def _prefix(header: Header) -> bytes:
     """The header bytes before the checksum field (canonical: unpack accepts only this encoding)."""
     _check_header(header)
-    flags = FLAG_PALETTE_AS_RGB if header.palette_as_rgb else 0
-    version = METADATA_VERSION if header.metadata else 1  # older readers still read files without metadata
+    flags = (FLAG_PALETTE_AS_RGB if header.palette_as_rgb else 0) | (FLAG_LABEL if header.label is not None else 0)
     parts = [
         MAGIC,
-        bytes([(version << 4) | MODE_CODES[header.mode], (header.tile_log2 << 4) | flags]),
+        bytes([(version_of(header) << 4) | MODE_CODES[header.mode], (header.tile_log2 << 4) | flags]),
         *header.model_ids,
+        label_section(header.label),
         varint(header.width),
         varint(header.height),
     ]
     if header.mode == "P":
         parts.append(palette_section(header.palette or b"", header.transparency))
-    if header.metadata:
+    if version_of(header) >= METADATA_VERSION:  # format 3 always has the section, maybe with 0 entries
         parts.append(metadata_section(header.metadata))
     return b"".join(parts)
 
@@ -209,7 +226,7 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         raise FormatError(f"corrupt pxz file: unknown image mode code {mode_code}")
     mode = _CODE_MODES[mode_code]
     tile_log2, flags = tile_flags >> 4, tile_flags & 0x0F
-    if flags & _RESERVED_FLAGS:
+    if flags & _RESERVED_FLAGS or (flags & FLAG_LABEL and version < LABEL_VERSION):
         raise FormatError(f"corrupt pxz file: reserved flag bits set (0x{flags:x})")
     palette_as_rgb = bool(flags & FLAG_PALETTE_AS_RGB)
     if palette_as_rgb and mode != "P":
@@ -220,6 +237,9 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         )
     n_ids = len(model_slots(mode, palette_as_rgb))
     model_ids = tuple(r.take(MODEL_ID_SIZE, "model id") for _ in range(n_ids))
+    label = r.take(1, "class label")[0] if flags & FLAG_LABEL else None
+    if label == 255:
+        raise FormatError("corrupt pxz file: class label 255 (labels are 0..254)")
     width = r.varint("width")
     height = r.varint("height")
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
@@ -237,7 +257,7 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         if n_trns > 256:
             raise FormatError(f"corrupt pxz file: transparency has {n_trns} entries (max 256)")
         transparency = r.take(n_trns, "transparency") or None
-    metadata = _read_metadata(r) if version >= METADATA_VERSION else ()
+    metadata = _read_metadata(r, empty_ok=version >= LABEL_VERSION) if version >= METADATA_VERSION else ()
     crc = int.from_bytes(r.take(4, "checksum"), "little")
     header = Header(
         mode=mode,
@@ -250,15 +270,19 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         transparency=transparency,
         palette_as_rgb=palette_as_rgb,
         metadata=metadata,
+        label=label,
     )
+    if version_of(header) != version:  # one canonical encoding per header: no needless newer versions
+        raise FormatError(f"corrupt pxz file: format {version} for a header that format {version_of(header)} holds")
     return header, data[r.pos :]
 
 
-def _read_metadata(r: _Reader) -> tuple[tuple[str, bytes], ...]:
+def _read_metadata(r: _Reader, empty_ok: bool) -> tuple[tuple[str, bytes], ...]:
     count = r.varint("metadata count")
     # a version-2 file exists only to carry metadata: zero entries is not a canonical file
-    if not 1 <= count <= len(METADATA_CODES):
-        raise FormatError(f"corrupt pxz file: {count} metadata entries (1..{len(METADATA_CODES)})")
+    if not int(not empty_ok) <= count <= len(METADATA_CODES):
+        most = len(METADATA_CODES)
+        raise FormatError(f"corrupt pxz file: {count} metadata entries (at most {most}, 0 only in format 3)")
     out, last = [], 0
     for _ in range(count):
         code = r.take(1, "metadata key")[0]
@@ -272,7 +296,7 @@ def _read_metadata(r: _Reader) -> tuple[tuple[str, bytes], ...]:
     return tuple(out)
 
 
-FIELDS = ("vm", "tf", "ids", "width", "height", "pal", "meta", "crc", "payload")  # the byte fields after MAGIC
+FIELDS = ("vm", "tf", "ids", "label", "width", "height", "pal", "meta", "crc", "payload")  # the byte fields after MAGIC
 
 
 def fields(data: bytes) -> dict[str, bytes]:
@@ -283,10 +307,11 @@ def fields(data: bytes) -> dict[str, bytes]:
         "vm": data[2:3],
         "tf": data[3:4],
         "ids": b"".join(h.model_ids),
+        "label": label_section(h.label),
         "width": varint(h.width),
         "height": varint(h.height),
         "pal": palette_section(h.palette, h.transparency) if h.mode == "P" else b"",
-        "meta": metadata_section(h.metadata) if h.metadata else b"",
+        "meta": metadata_section(h.metadata) if version_of(h) >= METADATA_VERSION else b"",
         "crc": h.crc32.to_bytes(4, "little"),
         "payload": payload,
     }

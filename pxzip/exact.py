@@ -57,17 +57,28 @@ def make_luts(act_bits: int) -> dict[str, np.ndarray]:
 
 
 class ExactLayer:
-    """One integer convolution: weight (cout, cin, kh, kw), bias (cout,), mult = 2**-shift (cout,)."""
+    """One integer convolution: weight (cout, cin, kh, kw), bias (cout,), mult = 2**-shift (cout,).
 
-    def __init__(self, w: torch.Tensor, b: torch.Tensor, shift: torch.Tensor):
+    cb: for the gate inputs of a conditional model, an integer bias per label (num_classes + 1, cout)
+    added to the bias (same scale), else None.
+    """
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor, shift: torch.Tensor, cb: torch.Tensor | None = None):
         self.w = w.to(torch.float64).contiguous()
         self.b = b.to(torch.float64).view(1, -1, 1, 1)
+        self.cb = None if cb is None else cb.to(torch.float64).contiguous()
         self.shift = shift.to(torch.int64)
         self.mult = torch.pow(2.0, -self.shift.to(torch.float64)).view(1, -1, 1, 1)
         # one-position matmuls (kh == 1 layers: the horizontal stream) read channels-last windows
         # (kw, cin) flattened, so the weight matrix is (kw*cin, cout) in that order
         self.wpos = self.w[:, :, 0].permute(2, 1, 0).reshape(-1, self.w.shape[0]).contiguous()
         self.taps = self.w.permute(2, 3, 0, 1).contiguous()  # (kh, kw, cout, cin): one matrix per tap
+
+    def bias(self, labels: torch.Tensor | None) -> torch.Tensor:
+        """The integer bias of each lane, (B, cout) for (B,) labels, or (1, cout) where it is shared."""
+        if self.cb is None or labels is None:
+            return self.b[:, :, 0, 0]
+        return self.b[:, :, 0, 0] + self.cb.index_select(0, labels)  # exact: integers far below 2**52
 
     def conv(self, x: torch.Tensor) -> torch.Tensor:
         """Integer sums of a valid convolution: x (B, Cin, Hp, Wp) -> (B, Cout, Hp-kh+1, Wp-kw+1).
@@ -129,7 +140,11 @@ class ExactModel:
             shift = torch.where(m > 0, (cfg.weight_bits - 1) - expo, torch.zeros_like(expo)).clamp(max=MAX_SHIFT)
             wi = torch.round(wt * torch.pow(2.0, shift.double()).view(-1, 1, 1, 1))
             bi = torch.round(b * s * torch.pow(2.0, shift.double()))
-            layers[name] = ExactLayer(wi, bi, shift)
+            cbi = None
+            if spec.cond and cfg.num_classes:
+                cb = model.class_bias[name.replace(".", "_")].detach().to(torch.float64).cpu()  # (N+1, cout)
+                cbi = torch.round(cb * s * torch.pow(2.0, shift.double()))
+            layers[name] = ExactLayer(wi, bi, shift, cbi)
         return cls(cfg, layers, make_luts(cfg.act_bits))
 
     def check_bounds(self) -> None:
@@ -138,15 +153,41 @@ class ExactModel:
             layer = self.layers[name]
             top_in = 255 if spec.src == "x" else CLAMP
             worst = layer.w.abs().flatten(1).sum(1) * top_in + layer.b.abs().flatten()
+            if (layer.cb is None) != (not (spec.cond and self.cfg.num_classes)):
+                raise ValueError(f"layer {name}: class biases do not match the config")
+            if layer.cb is not None:
+                worst = worst + layer.cb.abs().amax(0)
+                if tuple(layer.cb.shape) != (self.cfg.num_classes + 1, spec.cout):
+                    raise ValueError(f"layer {name}: class biases have shape {tuple(layer.cb.shape)}")
+                if (layer.cb != torch.round(layer.cb)).any():
+                    raise ValueError(f"layer {name}: class biases are not integers")
             if float(worst.max()) >= EXACT_LIMIT:
                 raise ValueError(f"layer {name}: partial sums may reach {float(worst.max()):.3g} >= 2**52")
             if (layer.w != torch.round(layer.w)).any() or (layer.b != torch.round(layer.b)).any():
                 raise ValueError(f"layer {name}: weights are not integers")
 
+    def lane_biases(self, labels: torch.Tensor | None, batch: int = 1) -> dict[str, torch.Tensor]:
+        """Layer name -> integer bias of each lane, (B, cout) or (1, cout) where every lane shares it.
+
+        labels: (batch,) int64 class labels of a conditional model; None means "no label" (the
+        label `cfg.null_label`). Unconditional models take no labels.
+        """
+        if not self.cfg.num_classes:
+            if labels is not None:
+                raise ValueError("this model is not class-conditional: it takes no label")
+            return {name: layer.bias(None) for name, layer in self.layers.items()}
+        if labels is None:
+            labels = torch.full((batch,), self.cfg.null_label, dtype=torch.int64, device=self.layers["v_in"].b.device)
+        labels = labels.to(torch.int64)
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > self.cfg.null_label):
+            raise ValueError(f"labels must be in 0..{self.cfg.null_label}")
+        return {name: layer.bias(labels) for name, layer in self.layers.items()}
+
     def to(self, device) -> ExactModel:
         for layer in self.layers.values():
             layer.w, layer.b, layer.mult = layer.w.to(device), layer.b.to(device), layer.mult.to(device)
             layer.wpos, layer.taps = layer.wpos.to(device), layer.taps.to(device)
+            layer.cb = None if layer.cb is None else layer.cb.to(device)
         self.t_luts = {k: v.to(device) for k, v in self.t_luts.items()}
         return self
 
@@ -157,6 +198,8 @@ class ExactModel:
             out[f"exact.{name}.w"] = layer.w.to(torch.int32).cpu().contiguous()
             out[f"exact.{name}.b"] = layer.b.flatten().to(torch.int64).cpu().contiguous()
             out[f"exact.{name}.shift"] = layer.shift.to(torch.int32).cpu().contiguous()
+            if layer.cb is not None:
+                out[f"exact.{name}.cb"] = layer.cb.to(torch.int64).cpu().contiguous()
         for k, v in self.luts.items():
             out[f"lut.{k}"] = torch.from_numpy(v.astype(np.int32))  # every entry is below 2**31
         return out
@@ -168,7 +211,10 @@ class ExactModel:
             w, b, sh = (t[f"exact.{spec.name}.{k}"] for k in ("w", "b", "shift"))
             if tuple(w.shape) != (spec.cout, spec.cin, spec.kh, spec.kw) or b.shape != (spec.cout,):
                 raise ValueError(f"layer {spec.name}: shape {tuple(w.shape)} does not match the config")
-            layers[spec.name] = ExactLayer(w, b, sh)
+            cb = t.get(f"exact.{spec.name}.cb")
+            if (cb is None) != (not (spec.cond and cfg.num_classes)):
+                raise ValueError(f"layer {spec.name}: class biases do not match the config")
+            layers[spec.name] = ExactLayer(w, b, sh, cb)
         luts = {k[4:]: v.numpy().astype(np.int64) for k, v in t.items() if k.startswith("lut.")}
         expected = make_luts_shapes(cfg.act_bits)
         if {k: v.shape for k, v in luts.items()} != expected:
@@ -199,19 +245,20 @@ class IntArith:
     """Integer element-wise ops shared by every exact executor (tensors are float64 integers)."""
 
     em: ExactModel
+    bias: dict[str, torch.Tensor]  # layer name -> integer bias per lane (B or 1, cout), labels included
 
     def _rq(self, y: torch.Tensor) -> torch.Tensor:
         return torch.floor(y + 0.5).clamp_(-CLAMP, CLAMP)
 
-    def _apply(self, name: str, window: torch.Tensor) -> torch.Tensor:
-        layer = self.em.layers[name]
-        return self._rq((layer.conv(window) + layer.b) * layer.mult)
+    def _finish(self, name: str, acc: torch.Tensor) -> torch.Tensor:
+        """Integer sums (B, Cout, H, W) -> activations: add the lane's bias, scale, round, clamp."""
+        return self._rq((acc + self.bias[name][:, :, None, None]) * self.em.layers[name].mult)
 
     def _apply_at(self, name: str, window: torch.Tensor) -> torch.Tensor:
         """The same integer sum for one position: window (B, kw, Cin) channels-last -> (B, Cout, 1, 1)."""
         layer = self.em.layers[name]
         acc = window.reshape(len(window), -1) @ layer.wpos  # exact: integer partial sums < 2**52
-        return self._rq((acc + layer.b[:, :, 0, 0]) * layer.mult[:, :, 0, 0])[:, :, None, None]
+        return self._rq((acc + self.bias[name]) * layer.mult[:, :, 0, 0])[:, :, None, None]
 
     def _lut(self, key: str, x: torch.Tensor, lo: int) -> torch.Tensor:
         table = self.em.t_luts[key]
@@ -251,10 +298,11 @@ class IntArith:
 
 
 class TileOps(IntArith):
-    """Whole tiles at once: the encoder's single parallel pass. x: (B, C+1, H, W)."""
+    """Whole tiles at once: the encoder's single parallel pass. x: (B, C+1, H, W), labels (B,) or None."""
 
-    def __init__(self, em: ExactModel, x: torch.Tensor):
+    def __init__(self, em: ExactModel, x: torch.Tensor, labels: torch.Tensor | None = None):
         self.em, self.t, self.h = em, {"x": x}, x.shape[2]
+        self.bias = em.lane_biases(labels, len(x))
 
     def put(self, name, t):
         self.t[name] = t
@@ -262,14 +310,21 @@ class TileOps(IntArith):
 
     def conv(self, name, src):
         spec = self.em.specs[name]
-        return self._apply(name, F.pad(self.t[src], pad_for(spec)))[:, :, : self.h]
+        return self._finish(name, self.em.layers[name].conv(F.pad(self.t[src], pad_for(spec)))[:, :, : self.h])
 
 
 class RowOps(IntArith):
     """One row i of the vertical stream, from cached rows above. Row tensors are (B, C, 1, W)."""
 
-    def __init__(self, em: ExactModel, x: torch.Tensor, history: dict[str, dict[int, torch.Tensor]], i: int):
-        self.em, self.x, self.history, self.i = em, x, history, i
+    def __init__(
+        self,
+        em: ExactModel,
+        x: torch.Tensor,
+        history: dict[str, dict[int, torch.Tensor]],
+        i: int,
+        bias: dict[str, torch.Tensor],
+    ):
+        self.em, self.x, self.history, self.i, self.bias = em, x, history, i, bias
         self.cur: dict[str, torch.Tensor] = {}
 
     def put(self, name, t):
@@ -297,9 +352,9 @@ class RowOps(IntArith):
         strips = wide[0].view(cin, spec.kh, b, wp)
         for a, row in enumerate(rows):
             strips[:, a, :, spec.left : spec.left + w] = row[:, :, 0].transpose(0, 1)  # (Cin, B, W)
-        out = self._apply(name, wide)  # (1, Cout, 1, B * Wp - kw + 1)
-        out = F.pad(out, (0, spec.kw - 1))
-        return out.reshape(-1, b, wp)[:, :, :w].permute(1, 0, 2).unsqueeze(2).contiguous()  # (B, Cout, 1, W)
+        acc = self.em.layers[name].conv(wide)  # (1, Cout, 1, B * Wp - kw + 1) integer sums
+        acc = F.pad(acc, (0, spec.kw - 1)).reshape(-1, b, wp)[:, :, :w].permute(1, 0, 2).unsqueeze(2)  # (B, Cout, 1, W)
+        return self._finish(name, acc).contiguous()
 
 
 class PosOps(IntArith):
@@ -311,7 +366,7 @@ class PosOps(IntArith):
     """
 
     def __init__(self, em: ExactModel, stepper: Stepper, j: int):
-        self.em, self.st, self.j = em, stepper, j
+        self.em, self.st, self.j, self.bias = em, stepper, j, stepper.bias
 
     def put(self, name, t):
         buf = self.st.hrow.get(name)
@@ -339,9 +394,13 @@ class Stepper:
     after each channel is set (channel masks); PixelCNN++ needs one call per pixel.
     """
 
-    def __init__(self, em: ExactModel, batch: int, height: int, width: int, device="cpu"):
+    def __init__(
+        self, em: ExactModel, batch: int, height: int, width: int, device="cpu", labels: torch.Tensor | None = None
+    ):
+        """labels: (batch,) int64 class labels for a conditional model (None: "no label" for all)."""
         cfg = em.cfg
         self.em, self.h, self.w, self.r = em, height, width, cfg.kernel_size // 2
+        self.bias = em.lane_biases(None if labels is None else labels.to(device), batch)
         self.xpad = torch.zeros(batch, cfg.in_channels + 1, height, width + self.r, dtype=torch.float64, device=device)
         self.xpad[:, -1, :, self.r :] = 255.0  # the "inside the image" channel
         self.x = self.xpad[:, :, :, self.r :]  # a view: (B, C+1, H, W)
@@ -354,7 +413,7 @@ class Stepper:
     def start_row(self, i: int) -> None:
         self.i = i
         with exact_mode():
-            ops = RowOps(self.em, self.x, self.history, i)
+            ops = RowOps(self.em, self.x, self.history, i, self.bias)
             network.v_stream(self.em.cfg, ops)
         self.vrow = {name: t[:, :, 0].transpose(1, 2).contiguous() for name, t in ops.cur.items()}
         self.xrow = self.xpad[:, :, i].transpose(1, 2).contiguous()
@@ -379,10 +438,11 @@ class Stepper:
         self.xrow[:, self.r + j, c] = v  # for the horizontal stream of this row
 
 
-def tile_params(em: ExactModel, pixels: torch.Tensor) -> torch.Tensor:
-    """The encoder's parallel pass: pixels (B, C, H, W) 0..255 -> integer params (B, P, H, W)."""
+def tile_params(em: ExactModel, pixels: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """The encoder's parallel pass: pixels (B, C, H, W) 0..255, labels (B,) -> integer params (B, P, H, W)."""
     dev = em.layers["v_in"].w.device
     with exact_mode():
-        ops = TileOps(em, network.pixels_to_input(pixels.to(dev)))
+        lab = None if labels is None else labels.to(dev)
+        ops = TileOps(em, network.pixels_to_input(pixels.to(dev)), lab)
         network.v_stream(em.cfg, ops)
         return network.h_stream(em.cfg, ops)

@@ -20,10 +20,11 @@ def pad_for(spec: network.ConvSpec) -> tuple[int, int, int, int]:
 class FloatOps:
     """Evaluates the graph on whole tiles in floating point (training, float NLL)."""
 
-    def __init__(self, model: PixelCNN, x: torch.Tensor):
+    def __init__(self, model: PixelCNN, x: torch.Tensor, labels: torch.Tensor | None = None):
         self.m = model
         self.t = {"x": x}  # named conv sources, (B, C, H, W)
         self.h = x.shape[2]
+        self.labels = labels  # (B,) int64 class labels of a conditional model, else None
 
     def put(self, name, t):
         self.t[name] = t
@@ -32,8 +33,11 @@ class FloatOps:
     def conv(self, name, src):
         spec = self.m.specs[name]
         w = self.m.weight(name)
-        y = F.conv2d(F.pad(self.t[src], pad_for(spec)), w, self.m.biases[name.replace(".", "_")])
-        return y[:, :, : self.h]
+        key = name.replace(".", "_")
+        y = F.conv2d(F.pad(self.t[src], pad_for(spec)), w, self.m.biases[key])[:, :, : self.h]
+        if spec.cond and self.labels is not None:
+            y = y + self.m.class_bias[key][self.labels][:, :, None, None].to(y.dtype)  # (B, Cout, 1, 1)
+        return y
 
     def add(self, a, b):
         return a + b
@@ -72,21 +76,40 @@ class PixelCNN(nn.Module):
             self.weights[key] = nn.Parameter(w)
             self.biases[key] = nn.Parameter(torch.zeros(s.cout))
             self.register_buffer(f"mask_{key}", network.conv_mask(s, cfg), persistent=False)
+        # conditional models: one bias vector per label (and the "no label" label) at every gate's
+        # input, zero at the start so that a conditional fine-tune starts from the unconditional model.
+        # Registered after the others so that resuming an unconditional checkpoint keeps parameter order.
+        self.class_bias = nn.ParameterDict()
+        if cfg.num_classes:
+            for s in self.specs.values():
+                if s.cond:
+                    self.class_bias[s.name.replace(".", "_")] = nn.Parameter(torch.zeros(cfg.num_classes + 1, s.cout))
 
     def weight(self, name: str) -> torch.Tensor:
         key = name.replace(".", "_")
         return self.weights[key] * getattr(self, f"mask_{key}")
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """pixels (B, C, H, W) integer-valued 0..255 -> head output (B, P, H, W)."""
+    def labels_for(self, labels, batch: int, device) -> torch.Tensor | None:
+        """(B,) int64 labels for a conditional model ("no label" where None); None if unconditional."""
+        if not self.cfg.num_classes:
+            return None
+        if labels is None:
+            return torch.full((batch,), self.cfg.null_label, dtype=torch.int64, device=device)
+        labels = torch.as_tensor(labels, dtype=torch.int64, device=device).expand(batch)
+        if ((labels < 0) | (labels > self.cfg.null_label)).any():
+            raise ValueError(f"labels must be in 0..{self.cfg.null_label}")
+        return labels
+
+    def forward(self, pixels: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """pixels (B, C, H, W) integer-valued 0..255, labels (B,) or None -> head output (B, P, H, W)."""
         x = network.pixels_to_input(pixels).to(self.weights["v_in"].dtype) / 255.0
-        ops = FloatOps(self, x)
+        ops = FloatOps(self, x, self.labels_for(labels, len(pixels), pixels.device))
         network.v_stream(self.cfg, ops)
         return network.h_stream(self.cfg, ops)
 
-    def nll(self, pixels: torch.Tensor) -> torch.Tensor:
+    def nll(self, pixels: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Mean negative log-likelihood in bits per subpixel over the batch (a scalar)."""
-        out = self(pixels).float()
+        out = self(pixels, labels).float()
         if self.cfg.arch == "gated":
             return softmax_nll(out, pixels)
         return logistic_mixture_nll(out, pixels, self.cfg)

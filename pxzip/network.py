@@ -38,6 +38,7 @@ class ConvSpec:
     mask: str = ""  # "", or Gated PixelCNN channel mask "A"/"B" on the current-pixel tap
     in_layout: str = "F"  # channel-group layout of the input: "x", "F", "2F"
     out_layout: str = "F"  # channel-group layout of the output: "F", "2F", "logits"
+    cond: bool = False  # a gate's input: class-conditional models add a learned bias per label here
 
 
 def conv_specs(cfg: ModelConfig) -> list[ConvSpec]:
@@ -53,8 +54,8 @@ def conv_specs(cfg: ModelConfig) -> list[ConvSpec]:
         specs.append(ConvSpec("v_in", cx, f, src="x", in_layout="x", **v_in))
         specs.append(ConvSpec("h_in", cx, f, src="x", mask="A", in_layout="x", **h))
         for i in range(n):
-            specs.append(ConvSpec(f"b{i}.v", f, 2 * f, src="v", out_layout="2F", **v))
-            specs.append(ConvSpec(f"b{i}.h", f, 2 * f, src="h", mask="B", out_layout="2F", **h))
+            specs.append(ConvSpec(f"b{i}.v", f, 2 * f, src="v", out_layout="2F", cond=True, **v))
+            specs.append(ConvSpec(f"b{i}.h", f, 2 * f, src="h", mask="B", out_layout="2F", cond=True, **h))
             specs.append(ConvSpec(f"b{i}.link", 2 * f, 2 * f, src="v", in_layout="2F", out_layout="2F", **one))
             specs.append(ConvSpec(f"b{i}.res", f, f, src="h", mask="B", **one))
         specs.append(ConvSpec("head1", f, f, src="h", mask="B", **one))
@@ -66,10 +67,10 @@ def conv_specs(cfg: ModelConfig) -> list[ConvSpec]:
         specs.append(ConvSpec("h_link", 2 * f, f, src="v", in_layout="2F", **one))
         for i in range(n):
             specs.append(ConvSpec(f"b{i}.v1", 2 * f, f, src="v", in_layout="2F", **v))
-            specs.append(ConvSpec(f"b{i}.v2", 2 * f, 2 * f, src="v", in_layout="2F", out_layout="2F", **v))
+            specs.append(ConvSpec(f"b{i}.v2", 2 * f, 2 * f, src="v", in_layout="2F", out_layout="2F", cond=True, **v))
             specs.append(ConvSpec(f"b{i}.h1", 2 * f, f, src="h", in_layout="2F", **h))
             specs.append(ConvSpec(f"b{i}.link", 2 * f, f, src="v", in_layout="2F", **one))
-            specs.append(ConvSpec(f"b{i}.h2", 2 * f, 2 * f, src="h", in_layout="2F", out_layout="2F", **h))
+            specs.append(ConvSpec(f"b{i}.h2", 2 * f, 2 * f, src="h", in_layout="2F", out_layout="2F", cond=True, **h))
         specs.append(ConvSpec("head", 2 * f, cfg.num_params_out, src="h", in_layout="2F", out_layout="logits", **one))
     return specs
 

@@ -20,14 +20,24 @@ def _draw(freqs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (cum <= u).sum(1)
 
 
-def sample(model: Model | ExactModel, n: int, height: int = 32, width: int = 32, seed: int = 0) -> np.ndarray:
-    """n images (n, H, W, C) uint8 drawn in raster order from the exact model."""
+def sample(
+    model: Model | ExactModel,
+    n: int,
+    height: int = 32,
+    width: int = 32,
+    seed: int = 0,
+    labels: np.ndarray | None = None,
+) -> np.ndarray:
+    """n images (n, H, W, C) uint8 drawn in raster order from the exact model.
+
+    labels: (n,) class labels for a class-conditional model (None: no label).
+    """
     em = model.exact if isinstance(model, Model) else model
     cfg = em.cfg
     rng = np.random.default_rng(seed)
     c = cfg.in_channels
     out = np.zeros((n, height, width, c), np.uint8)
-    st = Stepper(em, n, height, width)
+    st = Stepper(em, n, height, width, labels=None if labels is None else torch.as_tensor(labels, dtype=torch.int64))
     for i in range(height):
         st.start_row(i)
         for j in range(width):

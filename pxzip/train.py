@@ -71,12 +71,17 @@ class _NLL(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.nll(x)
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.nll(x, labels)
+
+
+def _split(batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A batch is pixels (B, C, H, W) or (pixels, labels (B,)) for conditional models."""
+    return (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
 
 
 class Trainer:
-    """Trains any model with `.nll(batch) -> bits/dim` on uint8 NCHW batches from an iterator."""
+    """Trains any model with `.nll(pixels, labels) -> bits/dim` on uint8 NCHW batches from an iterator."""
 
     def __init__(
         self,
@@ -86,7 +91,10 @@ class Trainer:
         eval_data: torch.Tensor | None,
         on_eval: Callable[[Trainer], None] | None = None,
     ):
-        """train_batches: endless iterator of uint8 (B, C, H, W) batches (this rank's share under DDP).
+        """train_batches: endless iterator of uint8 (B, C, H, W) batches (this rank's share under DDP),
+        or of (pixels, labels) pairs for a conditional model.
+        eval_data: held-out pixels, or (pixels, labels): then evaluations also report the NLL given
+        the true labels (`eval_cond_bpd`) beside the unconditional one (`eval_bpd`).
         on_eval: called (rank 0 only) after each held-out evaluation, e.g. to draw a sample grid."""
         self.model, self.cfg = model, cfg
         self.train_batches, self.eval_data, self.on_eval = train_batches, eval_data, on_eval
@@ -142,14 +150,24 @@ class Trainer:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata()
         t = load_file(str(path))
-        self.model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
-        self.ema.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema.")})
+        saved = {k[6:]: v for k, v in t.items() if k.startswith("model.")}
+        # an unconditional checkpoint resumed as a conditional model: the class biases (registered
+        # last, so the optimiser's parameter numbers of the others are unchanged) start at zero
+        new = [k for k in self.model.state_dict() if k not in saved]
+        if new and not all(k.startswith("class_bias.") for k in new):
+            raise ValueError(f"checkpoint {path} lacks {new[:3]}: it is not this model's")
+        self.model.load_state_dict(saved, strict=not new)
+        self.ema.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema.")}, strict=not new)
         state: dict[int, dict] = {}
         for k, v in t.items():
             if k.startswith("opt."):
                 _, pid, name = k.split(".", 2)
                 state.setdefault(int(pid), {})[name] = v.to(self.dev)
-        self.opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+        groups = json.loads(meta["param_groups"])
+        if new:
+            groups[0]["params"] = list(range(len(list(self.model.parameters()))))
+            _log(f"{len(new)} class-bias tensors not in the checkpoint: they start at zero")
+        self.opt.load_state_dict({"state": state, "param_groups": groups})
         self.sched.load_state_dict(json.loads(meta["sched"]))
         self.step = int(meta["step"])
         self.history = json.loads(meta["history"])
@@ -160,12 +178,18 @@ class Trainer:
     def evaluate(self) -> float:
         if self.eval_data is None:
             return float("nan")
+        return self._eval_nll(None)
+
+    @torch.no_grad()
+    def _eval_nll(self, use_labels: bool | None) -> float:
+        x, y = _split(self.eval_data)
+        x = x[: self.cfg.eval_images]
         total, n = 0.0, 0
-        data = self.eval_data[: self.cfg.eval_images]
-        for i in range(0, len(data), 100):
-            xb = data[i : i + 100].to(self.dev)
+        for i in range(0, len(x), 100):
+            xb = x[i : i + 100].to(self.dev)
+            yb = y[i : i + 100].to(self.dev) if use_labels else None
             with self._autocast():
-                total += float(self.ema.nll(xb)) * len(xb)
+                total += float(self.ema.nll(xb, yb)) * len(xb)
             n += len(xb)
         return total / n
 
@@ -200,11 +224,12 @@ class Trainer:
         running = None
         self.model.train()
         while self.step < cfg.max_steps:
-            xb = next(self.train_batches).to(self.dev)
+            xb, yb = _split(next(self.train_batches))
+            xb, yb = xb.to(self.dev), None if yb is None else yb.to(self.dev)
             if cfg.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with self._autocast():
-                loss = self.loss_fn(xb)
+                loss = self.loss_fn(xb, yb)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -222,8 +247,12 @@ class Trainer:
                 ev = self.evaluate()
                 minutes = self.minutes_before + (time.time() - t0) / 60
                 rec = {"step": self.step, "train_bpd": running, "eval_bpd": ev, "minutes": minutes}
+                cond = ""
+                if isinstance(self.eval_data, (tuple, list)):
+                    rec["eval_cond_bpd"] = self._eval_nll(True)
+                    cond = f", given the labels {rec['eval_cond_bpd']:.4f} bpd"
                 self.history.append(rec)
-                _log(f"step {self.step}: train {running:.4f} bpd, held-out (EMA) {ev:.4f} bpd")
+                _log(f"step {self.step}: train {running:.4f} bpd, held-out (EMA) {ev:.4f} bpd{cond}")
                 with open(self.out / "log.jsonl", "a") as f:
                     f.write(json.dumps(rec) + "\n")
                 if self.on_eval is not None:
@@ -237,14 +266,30 @@ class Trainer:
         return self.history
 
 
-def batches_from_array(images_nchw: torch.Tensor, batch_size: int, seed: int):
-    """Endless shuffled mini-batches (B, C, H, W) uint8 from an in-memory array."""
+def batches_from_array(
+    images_nchw: torch.Tensor,
+    batch_size: int,
+    seed: int,
+    labels: torch.Tensor | None = None,
+    null_label: int = 0,
+    label_dropout: float = 0.0,
+):
+    """Endless shuffled mini-batches (B, C, H, W) uint8 from an in-memory array.
+
+    With labels (N,), yields (pixels, labels) pairs; a fraction `label_dropout` of the labels is
+    replaced by `null_label`, so that one conditional model also learns to code without a label.
+    """
     g = np.random.default_rng(seed)
     n = len(images_nchw)
     while True:
         perm = torch.from_numpy(g.permutation(n))
         for i in range(0, n - batch_size + 1, batch_size):
-            yield images_nchw[perm[i : i + batch_size]]
+            idx = perm[i : i + batch_size]
+            if labels is None:
+                yield images_nchw[idx]
+                continue
+            drop = torch.from_numpy(g.random(batch_size) < label_dropout)
+            yield images_nchw[idx], torch.where(drop, null_label, labels[idx].long())
 
 
 def build(model_cfg: ModelConfig, seed: int) -> PixelCNN:

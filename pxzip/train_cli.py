@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -19,11 +20,12 @@ def _cifar(data_dir: str | None, download: bool, gray: bool, url: str | None):
     root = Path(data_dir) if data_dir else (data.shared_data_dir() or Path("data"))
     if download:
         data.download_cifar10(root, **({"url": url} if url else {}))
-    imgs, _ = data.load_cifar10(root, "train")  # (N, 32, 32, 3); the test split is never read here
+    imgs, labels = data.load_cifar10(root, "train")  # (N, 32, 32, 3), (N,); the test split is never read here
     if gray:
         imgs = data.to_gray(imgs)
     x = torch.from_numpy(np.ascontiguousarray(imgs.transpose(0, 3, 1, 2)))
-    return x[:-1000], x[-1000:]  # the last 1000 training images are the held-out set
+    y = torch.from_numpy(np.asarray(labels, np.int64))
+    return x[:-1000], x[-1000:], y[:-1000], y[-1000:]  # the last 1000 training images are the held-out set
 
 
 def _folder(paths: tuple[str, ...], crop: int, gray: bool, seed: int, batch: int):
@@ -58,6 +60,8 @@ def _folder(paths: tuple[str, ...], crop: int, gray: bool, seed: int, batch: int
 @click.option("--mix", default=5, help="num_logistic_mix")
 @click.option("--kernel", default=3, help="kernel_size (odd)")
 @click.option("--dropout", default=0.0, help="dropout_p")
+@click.option("--conditional", is_flag=True, help="class-conditional on the CIFAR-10 label (labels stored in files)")
+@click.option("--label-dropout", default=0.5, help="--conditional: fraction of images shown without their label")
 @click.option("--batch", default=32)
 @click.option("--lr", default=2e-3)
 @click.option("--lr-decay", default=0.99995, help="per step")
@@ -87,13 +91,20 @@ def train(**o) -> None:
         torch.set_num_threads(o["threads"])
     if o["use_cifar"] == bool(o["images"]):
         raise UsageError("choose one data source: --cifar10 or --images PATH")
+    if o["conditional"] and not o["use_cifar"]:
+        raise UsageError("--conditional needs labelled data: --cifar10")
+    if not 0.0 <= o["label_dropout"] <= 1.0:
+        raise UsageError("--label-dropout must be in 0..1")
     rank, world, _ = init_distributed(o["device"])  # (0, 1) unless started by torchrun
     seed = o["seed"] + rank  # each rank draws different batches; the weights start equal (DDP)
     if o["use_cifar"]:
         if o["download"] and world > 1:
             raise UsageError("--download once before starting torchrun")
-        train_x, held = _cifar(o["data_dir"], o["download"], o["gray"], o["url"])
-        batches = batches_from_array(train_x, o["batch"], seed)
+        train_x, held, train_y, held_y = _cifar(o["data_dir"], o["download"], o["gray"], o["url"])
+        if o["conditional"]:
+            batches = batches_from_array(train_x, o["batch"], seed, train_y, 10, o["label_dropout"])
+        else:
+            batches = batches_from_array(train_x, o["batch"], seed)
     else:
         batches, held = _folder(o["images"], o["crop"], o["gray"], seed, o["batch"])
     try:
@@ -105,6 +116,7 @@ def train(**o) -> None:
             num_logistic_mix=o["mix"],
             kernel_size=o["kernel"],
             dropout_p=o["dropout"],
+            num_classes=10 if o["conditional"] else 0,
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -125,11 +137,14 @@ def train(**o) -> None:
     model = build(mc, o["seed"])
     if o["init_from"]:
         src = zoo.load_model(o["init_from"]).float_model()
-        if src.cfg != mc:
+        same = dataclasses.replace(src.cfg, num_classes=mc.num_classes) == mc
+        if not same or src.cfg.num_classes not in (0, mc.num_classes):
             raise UsageError(f"--init model has config {src.cfg}, not {mc}")
-        model.load_state_dict(src.state_dict())
+        # an unconditional model may start a conditional one: its class biases start at zero
+        model.load_state_dict(src.state_dict(), strict=src.cfg == mc)
     on_eval = _sample_grids(o["samples"], held.shape[2], held.shape[3]) if o["samples"] else None
-    trainer = Trainer(model, tc, batches, held[:500], on_eval)
+    held_data = (held[:500], held_y[:500]) if o["conditional"] else held[:500]
+    trainer = Trainer(model, tc, batches, held_data, on_eval)
     ckpt = Path(o["out_dir"]) / "checkpoint.safetensors"
     if o["resume"] and ckpt.exists():
         trainer.resume(ckpt)
@@ -174,12 +189,25 @@ def _sample_grids(count: int, height: int, width: int):
 @click.option("--size", default=32, help="image side")
 @click.option("--seed", default=0)
 @click.option("-o", "--output", default="samples.png", help="grid PNG to write")
-def sample(model_name, count, size, seed, output) -> None:
+@click.option("--label", type=int, default=None, help="class-conditional models: draw this class")
+@click.option("--per-class", is_flag=True, help="class-conditional models: one grid row per class (COUNT per row)")
+def sample(model_name, count, size, seed, output, label, per_class) -> None:
     """Draw images from a model (exact decoder tables) into a grid PNG."""
     from pxzip import sample as smp
     from pxzip import zoo
 
     m = zoo.load_model(model_name)
+    classes = m.cfg.num_classes
+    if (label is not None or per_class) and not classes:
+        raise UsageError(f"model {m.name} is not class-conditional: --label and --per-class need one that is")
+    if label is not None and not 0 <= label < classes:
+        raise UsageError(f"--label must be in 0..{classes - 1}")
     t0 = time.time()
-    smp.grid(smp.sample(m, count, size, size, seed)).save(output)
+    if per_class:
+        labels = np.repeat(np.arange(classes), count)
+        smp.grid(smp.sample(m, len(labels), size, size, seed, labels=labels), cols=count).save(output)
+        count = len(labels)
+    else:
+        labels = None if label is None else np.full(count, label)
+        smp.grid(smp.sample(m, count, size, size, seed, labels=labels)).save(output)
     print(f"{count} samples -> {output} in {time.time() - t0:.1f}s", file=sys.stderr)

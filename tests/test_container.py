@@ -77,8 +77,8 @@ def test_wrong_magic() -> None:
 
 def test_newer_version_message() -> None:
     data = bytearray(pack(Header("L", 2, 2, 0, (ID_GRAY,), 0), b""))
-    data[2] = (3 << 4) | (data[2] & 0x0F)
-    with pytest.raises(FormatError, match=r"newer pxzip \(format 3\); this one reads format 2"):
+    data[2] = (4 << 4) | (data[2] & 0x0F)
+    with pytest.raises(FormatError, match=r"newer pxzip \(format 4\); this one reads format 3"):
         unpack(bytes(data))
 
 

@@ -112,3 +112,47 @@ def test_torchrun_ddp_two_processes(tmp_path):
     m = zoo.load_file(out / "model.safetensors")
     img = np.random.default_rng(3).integers(0, 256, (4, 5, 3), dtype=np.uint8)
     assert np.array_equal(pxzip.decompress(pxzip.compress(img, m), m), img)
+
+
+def test_conditional_training_logs_both_rates_and_codes_with_labels(tmp_path):
+    data = fake_cifar(tmp_path / "data")
+    out = tmp_path / "run"
+    invoke("train", "--cifar10", "--data-dir", data, "--conditional", "--steps", "2", "--out", out, *TINY)
+    m = zoo.load_file(out / "model.safetensors")
+    assert m.cfg.num_classes == 10
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert np.isfinite(log[-1]["eval_bpd"]) and np.isfinite(log[-1]["eval_cond_bpd"])
+    img = np.random.default_rng(1).integers(0, 256, (5, 4, 3), dtype=np.uint8)
+    for label in (None, 7, "auto"):
+        assert np.array_equal(pxzip.decompress(pxzip.compress(img, m, label=label), m), img)
+    invoke("sample", "-m", out / "model.safetensors", "-n", "2", "--size", "4", "--per-class", "-o", tmp_path / "s.png")
+    with Image.open(tmp_path / "s.png") as im:
+        assert im.size == (2 + 2 * (4 + 2), 2 + 10 * (4 + 2))  # one row per class
+    res = CliRunner().invoke(cli, ["sample", "-m", str(out / "model.safetensors"), "--label", "10"])
+    assert res.exit_code == 2 and "0..9" in res.output
+
+
+def test_unconditional_checkpoint_resumes_as_conditional(tmp_path):
+    """A trained unconditional run continues as a conditional one: same weights, class biases at zero,
+    and (at the start) the same rate with or without labels."""
+    import torch
+
+    from pxzip.config import ModelConfig
+    from pxzip.train import TrainConfig, Trainer, batches_from_array, build
+
+    x = torch.randint(0, 256, (40, 3, 6, 6), dtype=torch.uint8)
+    y = torch.randint(0, 10, (40,))
+    base = ModelConfig(num_filters=8, num_resnet=1, num_logistic_mix=2)
+    tc = TrainConfig(out_dir=str(tmp_path), batch_size=4, max_steps=2, eval_every=2, eval_images=8)
+    Trainer(build(base, 0), tc, batches_from_array(x, 4, 0), x[:8]).fit()
+    cond = build(ModelConfig(num_filters=8, num_resnet=1, num_logistic_mix=2, num_classes=10), 1)
+    tc4 = TrainConfig(out_dir=str(tmp_path), batch_size=4, max_steps=4, eval_every=2, eval_images=8)
+    tr = Trainer(cond, tc4, batches_from_array(x, 4, 0, y, 10, 0.5), (x[:8], y[:8]))
+    tr.resume(tmp_path / "checkpoint.safetensors")
+    assert tr.step == 2 and all(float(p.detach().abs().max()) == 0 for p in cond.class_bias.values())
+    assert tr.evaluate() == pytest.approx(tr._eval_nll(True))
+    tr.fit()
+    assert tr.step == 4 and any(float(p.detach().abs().max()) > 0 for p in cond.class_bias.values())
+    broken = build(ModelConfig(num_filters=12, num_resnet=1, num_logistic_mix=2), 0)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        Trainer(broken, tc4, batches_from_array(x, 4, 0), x[:8]).resume(tmp_path / "checkpoint.safetensors")
