@@ -32,8 +32,12 @@ JSON schema (``--json FILE``; every rate in bits/dim; ``null`` where undefined):
       "images": {                        # per-image arrays, all of length n, in image order
         "name", "height", "width", "channels", "model", "dims",  # dims = H * W * C
         "nll_bpd", "ideal_bpd", "payload_bpd", "file_bpd",  # null where encoding failed
-        "payload_bytes", "file_bytes", "exact"
+        "payload_bytes", "file_bytes", "exact",
+        "label",  # the class label the file was coded with (null: none)
+        "nll_no_label_bpd", "nll_true_label_bpd"  # conditional models with label "auto", else null
       },
+      "label": null | "auto",
+      "label_rates": null | {"nll_no_label", "nll_true_label": {"mean", "pooled", "n"}, "labelled_files"},
       "rates": {stage: {"mean", "pooled"}}  for stage in nll, ideal, payload, file,
       "overheads": {name: {"mean_bpd", "mean_pct", "pooled_bpd", "pooled_pct"}} with
           exact_tables = ideal - nll   (pct of nll)
@@ -96,6 +100,7 @@ class Item:
 
     name: str
     pixels: np.ndarray
+    label: int | None = None  # the dataset's class label (CIFAR-10), for conditional models' reports
 
     @property
     def channels(self) -> int:
@@ -123,8 +128,8 @@ def cifar_items(
     root = Path(data_dir) if data_dir is not None else default_cifar_dir()
     if download:
         data.download_cifar10(root)
-    images, _ = data.load_cifar10(root, split, limit)
-    items = [Item(f"{split}[{i}]", im) for i, im in enumerate(images)]
+    images, labels = data.load_cifar10(root, split, limit)
+    items = [Item(f"{split}[{i}]", im, int(lab)) for i, (im, lab) in enumerate(zip(images, labels))]
     return items, {"data_dir": str(root), "split": split, "limit": limit}
 
 
@@ -232,18 +237,27 @@ def _loss(cfg):
     return lambda out, px: logistic_mixture_nll(out, px, cfg)
 
 
-def float_nll_bits(items: Sequence[Item], models: Sequence[zoo.Model], tile: int | None = None) -> np.ndarray:
-    """Float-model NLL of each item (models[i] for items[i]) in bits, summed over its tiles."""
+def float_nll_bits(
+    items: Sequence[Item],
+    models: Sequence[zoo.Model],
+    tile: int | None = None,
+    labels: Sequence[int | None] | None = None,
+) -> np.ndarray:
+    """Float-model NLL of each item (models[i] for items[i]) in bits, summed over its tiles.
+
+    labels: the class label each item is coded with (None: no label); conditional models only.
+    """
     bits = np.zeros(len(items))
     groups: dict[tuple, list[tuple[int, np.ndarray]]] = {}
     floats = {}
     for idx, (it, m) in enumerate(zip(items, models)):
         if m.sha256 not in floats:
             floats[m.sha256] = m.float_model()
+        lab = labels[idx] if labels is not None and m.cfg.num_classes else None
         for t in _tiles(it.pixels, tile):
-            groups.setdefault((m.sha256, t.shape), []).append((idx, t))
+            groups.setdefault((m.sha256, t.shape, lab), []).append((idx, t))
     with torch.no_grad():
-        for (sha, shape), jobs in groups.items():
+        for (sha, shape, lab), jobs in groups.items():
             fm = floats[sha]
             loss = _loss(fm.cfg)
             per = max(1, NLL_POSITIONS // (shape[0] * shape[1]))
@@ -251,7 +265,7 @@ def float_nll_bits(items: Sequence[Item], models: Sequence[zoo.Model], tile: int
             for k in range(0, len(jobs), per):
                 chunk = jobs[k : k + per]
                 x = torch.from_numpy(np.stack([t for _, t in chunk]).transpose(0, 3, 1, 2).copy())
-                out = fm(x).float()
+                out = fm(x, None if lab is None else torch.full((len(chunk),), lab)).float()
                 for b, (idx, _) in enumerate(chunk):
                     bits[idx] += float(loss(out[b : b + 1], x[b : b + 1])) * dims
     return bits
@@ -298,11 +312,15 @@ def _progress(total: int, desc: str, enabled: bool | None):
     return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=None if enabled is None else not enabled)
 
 
-def _measure(items: Sequence[Item], models: Sequence[zoo.Model], tile: int | None, batch: int) -> dict:
+def _measure(
+    items: Sequence[Item], models: Sequence[zoo.Model], tile: int | None, batch: int, label: str | None = None
+) -> dict:
     """Encode, decode, compare and float-NLL one chunk of items (models[i] codes items[i]).
 
-    Returns per-item arrays (file_bytes, payload_bytes, ideal, exact, nll) and the chunk's
+    Returns per-item arrays (file_bytes, payload_bytes, ideal, exact, nll, label) and the chunk's
     errors (indices local to the chunk), seconds spent and this process's peak RSS.
+    label: None, or "auto" (conditional models: the shortest of all labels and none); then also
+    the float NLL without a label and with the item's own label (nll_no_label, nll_true_label).
     """
     n = len(items)
     given = list({m.sha256: m for m in models}.values())
@@ -316,7 +334,7 @@ def _measure(items: Sequence[Item], models: Sequence[zoo.Model], tile: int | Non
     for i, it in enumerate(items):
         trace: list[np.ndarray] = []
         try:
-            blobs[i] = codec.compress(it.pixels, models[i], tile=tile, trace=trace)
+            blobs[i] = codec.compress(it.pixels, models[i], tile=tile, trace=trace, label=label)
         except Exception as e:  # counted and reported, never hidden
             errors.append({"index": i, "name": it.name, "stage": "encode", "error": f"{type(e).__name__}: {e}"})
             continue
@@ -356,11 +374,21 @@ def _measure(items: Sequence[Item], models: Sequence[zoo.Model], tile: int | Non
                 diff = "shape differs" if dec.shape != orig.shape else f"{int((dec != orig).sum())} values differ"
                 errors.append({"index": i, "name": items[i].name, "stage": "compare", "error": f"decoded: {diff}"})
 
-    # 3. the float model's NLL on the same tiles
+    # 3. the float model's NLL on the same tiles, with the label each file was coded with
     t0 = time.perf_counter()
-    nll = float_nll_bits(items, models, tile)
+    used = [container.unpack(b)[0].label if b is not None else None for b in blobs]
+    nll = float_nll_bits(items, models, tile, used)
+    no_label = true_label = np.full(n, np.nan)
+    if label is not None:  # what labels gain: the same model without a label, and given the dataset's label
+        cond = np.array([m.cfg.num_classes > 0 for m in models])
+        no_label = np.where(cond, float_nll_bits(items, models, tile), np.nan)
+        if all(it.label is not None for it in items):
+            true_label = np.where(cond, float_nll_bits(items, models, tile, [it.label for it in items]), np.nan)
     nll_s = time.perf_counter() - t0
     return {
+        "label": np.array([-1 if lab is None else lab for lab in used], np.int64),
+        "nll_no_label": no_label,
+        "nll_true_label": true_label,
         "file_bytes": np.array([len(b) if b is not None else 0 for b in blobs], np.int64),
         "ok": np.array([b is not None for b in blobs]),
         "payload_bytes": payload_bytes,
@@ -379,13 +407,15 @@ def _measure(items: Sequence[Item], models: Sequence[zoo.Model], tile: int | Non
 _WORKER_MODELS: dict[str, zoo.Model] = {}
 
 
-def _measure_in_worker(items: list[Item], model_paths: list[str], tile: int | None, batch: int, threads: int) -> dict:
+def _measure_in_worker(
+    items: list[Item], model_paths: list[str], tile: int | None, batch: int, threads: int, label: str | None
+) -> dict:
     """Worker-process side of --jobs: models loaded once per process (from their files, hash-checked)."""
     torch.set_num_threads(threads)
     for p in set(model_paths):
         if p not in _WORKER_MODELS:
             _WORKER_MODELS[p] = zoo.load_model(Path(p))
-    return _measure(items, [_WORKER_MODELS[p] for p in model_paths], tile, batch)
+    return _measure(items, [_WORKER_MODELS[p] for p in model_paths], tile, batch, label)
 
 
 def _chunks(n: int, size: int) -> list[range]:
@@ -403,13 +433,19 @@ def run(
     source: dict | None = None,
     progress: bool | None = None,
     jobs: int = 1,
+    label: str | None = None,
 ) -> dict:
     """Benchmark items; returns the report (the JSON schema in the module docstring).
 
     progress: a tqdm bar on stderr (None: only when stderr is a terminal).
     jobs: worker processes (spawned, one torch thread each) that take chunks of at most `batch`
     images; 1 measures in this process, with torch's current thread count.
+    label: None (no labels), or "auto": conditional models code each image with the label (or
+    none) that gives the shortest file, and the report adds the float NLL without a label and
+    with the dataset's own label.
     """
+    if label not in (None, "auto"):
+        raise UsageError(f"bench label must be None or 'auto', not {label!r}")
     if not items:
         raise UsageError("no images to benchmark")
     if batch < 1:
@@ -428,7 +464,7 @@ def run(
     with _progress(n, "encode+decode", progress) as bar:
         if jobs == 1:
             for ch in chunks:
-                parts.append(_measure([items[i] for i in ch], [per_item[i] for i in ch], tile, batch))
+                parts.append(_measure([items[i] for i in ch], [per_item[i] for i in ch], tile, batch, label))
                 bar.update(len(ch))
         else:
             import multiprocessing
@@ -446,6 +482,7 @@ def run(
                         tile,
                         batch,
                         1,
+                        label,
                     )
                     for ch in chunks
                 ]
@@ -466,6 +503,14 @@ def run(
     rss = max(max(p["rss"] for p in parts), peak_rss_mb())
     stage_bits = {"nll": nll, "ideal": ideal, "payload": 8.0 * payload_bytes, "file": 8.0 * file_bytes}
     rates = {s: _mean_pooled(stage_bits[s][ok], dims[ok]) for s in STAGES}
+    labels_used, no_label, true_label = cat("label"), cat("nll_no_label"), cat("nll_true_label")
+    label_rates = None
+    if label is not None:
+        label_rates = {}
+        for key, bits in (("nll_no_label", no_label), ("nll_true_label", true_label)):
+            keep = ok & np.isfinite(bits)
+            label_rates[key] = _mean_pooled(bits[keep], dims[keep]) | {"n": int(keep.sum())}
+        label_rates["labelled_files"] = int((labels_used[ok] >= 0).sum())
 
     def per_image(bits: np.ndarray) -> list:
         return [float(b / d) if good else None for b, d, good in zip(bits, dims, ok)]
@@ -513,7 +558,12 @@ def run(
             "payload_bytes": [int(b) if good else None for b, good in zip(payload_bytes, ok)],
             "file_bytes": [int(b) if good else None for b, good in zip(file_bytes, ok)],
             "exact": [bool(e) for e in exact],
+            "label": [int(lab) if lab >= 0 else None for lab in labels_used],
+            "nll_no_label_bpd": [float(b / d) if np.isfinite(b) else None for b, d in zip(no_label, dims)],
+            "nll_true_label_bpd": [float(b / d) if np.isfinite(b) else None for b, d in zip(true_label, dims)],
         },
+        "label": label,
+        "label_rates": label_rates,
         "rates": rates,
         "overheads": _overheads(rates),
         "timing": {
@@ -587,6 +637,13 @@ def format_report(r: dict) -> str:
         lines.append(f"{label:<26} {_f(rates[stage]['mean']):>8} {_f(rates[stage]['pooled']):>8}{extra}")
     t = ov["total"]
     lines.append(f"{'total: file vs NLL':<26} {'':>8} {'':>8}   {_signed(t['mean_bpd'], t['mean_pct'])}")
+    lr = r.get("label_rates")
+    if lr:
+        chose = f"{lr['labelled_files']}/{r['n']} files chose a label"
+        lines.append(f"labels ('auto'): {chose}; float NLL of the same model")
+        for key, text in (("nll_no_label", "  without a label"), ("nll_true_label", "  given the true label")):
+            if lr[key]["n"]:
+                lines.append(f"{text:<26} {_f(lr[key]['mean']):>8} {_f(lr[key]['pooled']):>8}")
     lines.append("")
 
     tm, mem = r["timing"], r["memory"]

@@ -603,8 +603,27 @@ def list_models() -> None:
 @click.option("--tile", type=int, default=None, help="tile side, as for compress")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads [default: torch's choice]")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, help="worker processes, one thread each")
+@click.option(
+    "--label",
+    type=click.Choice(["auto"]),
+    default=None,
+    help="class-conditional models: code each image with its best label; report the NLL with and without labels",
+)
 def bench(
-    sources, data_dir, download, split, limit, model_names, baselines, json_path, plot_path, batch, tile, threads, jobs
+    sources,
+    data_dir,
+    download,
+    split,
+    limit,
+    model_names,
+    baselines,
+    json_path,
+    plot_path,
+    batch,
+    tile,
+    threads,
+    jobs,
+    label,
 ) -> None:
     """Benchmark on CIFAR-10 (`bench cifar10`) or on image files and folders (`bench PATH...`).
 
@@ -624,7 +643,9 @@ def bench(
     ctx = click.get_current_context()
     cifar_opts = [o for o in ("data_dir", "download", "split") if ctx.get_parameter_source(o).name == "COMMANDLINE"]
     items, dataset, source = B.load_sources(sources, data_dir, download, split, limit, cifar_opts)
-    report = B.run(items, list(model_names), names, batch=batch, tile=tile, dataset=dataset, source=source, jobs=jobs)
+    report = B.run(
+        items, list(model_names), names, batch=batch, tile=tile, dataset=dataset, source=source, jobs=jobs, label=label
+    )
     click.echo(B.format_report(report))
     if json_path:
         B.write_json(report, json_path)

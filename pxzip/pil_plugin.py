@@ -1,4 +1,4 @@
-"""Pillow plugin: `Image.open("x.pxz")`, `img.save("x.pxz", model=..., tile=..., metadata=...)` after `import pxzip`."""
+"""Pillow plugin: `Image.open("x.pxz")`, `img.save("x.pxz", model=, tile=, metadata=, label=)` after `import pxzip`."""
 
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ class PxzImageFile(ImageFile.ImageFile):
             if "transparency" in probe.info:
                 self.info["transparency"] = probe.info["transparency"]
         metadata.apply(self, header.metadata)  # info["icc_profile"], ["exif"], ["xmp"]; .text
+        if header.label is not None:
+            self.info["label"] = header.label  # the class label of a class-conditional model
         tile = getattr(ImageFile, "_Tile", tuple)  # a NamedTuple in recent Pillow, a tuple before
         self.tile = (
             [tile((FORMAT, (0, 0) + self.size, 0, (data,)))]
@@ -63,10 +65,11 @@ class PxzDecoder(ImageFile.PyDecoder):
 
 
 def _save(im: Image.Image, fp, filename) -> None:
-    """Save options: model (name, path or list), tile, metadata (False: do not keep ICC/EXIF/XMP/text)."""
+    """Save options: model (name, path or list), tile, metadata (False: do not keep ICC/EXIF/XMP/text),
+    label (class-conditional models: a class number or "auto")."""
     info = im.encoderinfo
     keep = info.get("metadata", True)
-    fp.write(codec.compress(im, info.get("model"), tile=info.get("tile"), keep_metadata=keep))
+    fp.write(codec.compress(im, info.get("model"), tile=info.get("tile"), keep_metadata=keep, label=info.get("label")))
 
 
 def register() -> None:

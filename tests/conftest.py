@@ -49,3 +49,30 @@ def tiny_models(tmp_path_factory) -> dict:
             zoo.save_model(path, PixelCNN(cfg), f"tiny-{short}-{kind}")
             out[f"{short}_{kind}"] = zoo.load_file(path)
     return out
+
+
+COND_CLASSES = 4  # labels of the tiny conditional models
+
+
+@pytest.fixture(scope="session")
+def cond_models(tmp_path_factory) -> dict:
+    """Tiny class-conditional RGB models ("pixelcnnpp", "gated" -> pxzip.zoo.Model) with COND_CLASSES
+    labels, whose class biases are far from zero (so that the label changes the tables a lot)."""
+    import torch
+
+    from pxzip import zoo
+    from pxzip.config import ModelConfig
+    from pxzip.model import PixelCNN
+
+    folder = tmp_path_factory.mktemp("cond-models")
+    out = {}
+    for arch in ("pixelcnnpp", "gated"):
+        torch.manual_seed(3)
+        cfg = ModelConfig(arch=arch, num_filters=8, num_resnet=2, num_logistic_mix=2, num_classes=COND_CLASSES)
+        m = PixelCNN(cfg)
+        with torch.no_grad():
+            for p in m.class_bias.values():
+                p.normal_(0, 1.0)
+        zoo.save_model(folder / f"cond-{arch}.safetensors", m, f"tiny-cond-{arch}")
+        out[arch] = zoo.load_file(folder / f"cond-{arch}.safetensors")
+    return out

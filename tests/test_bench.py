@@ -289,3 +289,32 @@ def test_nan_free_rates() -> None:
     rates["nll"] = {"mean": 0.0, "pooled": 0.0}
     ov = bench._overheads(rates)
     assert ov["total"]["mean_pct"] is None and math.isclose(ov["total"]["mean_bpd"], 1.0)
+
+
+def test_label_auto_reports_what_labels_gain(cifar_root, cond_models, tmp_path) -> None:
+    """--label auto with a conditional model: each file takes its best label (or none), the NLL stage
+    uses that label, and the report adds the NLL without a label and given the true label."""
+    out = tmp_path / "bench.json"
+    model = str(cond_models["pixelcnnpp"].path)
+    args = ["bench", "cifar10", "--data-dir", str(cifar_root), "--model", model, "--baselines", "none"]
+    result = CliRunner().invoke(cli, [*args, "--json", str(out), "--label", "auto"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    r = json.loads(out.read_text())
+    _check_report(r)
+    im, lr = r["images"], r["label_rates"]
+    assert r["label"] == "auto" and lr["nll_no_label"]["n"] == 3 and lr["nll_true_label"]["n"] == 3
+    m = cond_models["pixelcnnpp"]
+    images = [_smooth(32, 32, 3, i) for i in range(3)]
+    for k, img in enumerate(images):
+        sizes = [len(codec.compress(img, m, label=lab)) for lab in [None, *range(4)]]
+        assert im["file_bytes"][k] == min(sizes)
+        assert im["label"][k] == [None, *range(4)][sizes.index(min(sizes))]
+        fm = m.float_model()
+        x = torch.from_numpy(img.transpose(2, 0, 1)[None].copy())
+        with torch.no_grad():
+            assert im["nll_true_label_bpd"][k] == pytest.approx(float(fm.nll(x, torch.tensor([k]))), rel=1e-5)
+            assert im["nll_no_label_bpd"][k] == pytest.approx(float(fm.nll(x)), rel=1e-5)
+    assert "given the true label" in result.output
+    # without --label: no label columns filled, no extra passes
+    plain = bench.run([bench.Item("a", images[0], 1)], [m], [], batch=1)
+    assert plain["label_rates"] is None and plain["images"]["label"] == [None]

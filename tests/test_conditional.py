@@ -14,7 +14,7 @@ from pxzip.errors import ChecksumError, FormatError
 from pxzip.exact import ExactModel, Stepper, tile_params
 from pxzip.model import PixelCNN
 
-CLASSES = 4
+CLASSES = 4  # conftest.COND_CLASSES
 
 
 def cond_model(arch: str, c: int = 3, seed: int = 3) -> PixelCNN:
@@ -28,11 +28,9 @@ def cond_model(arch: str, c: int = 3, seed: int = 3) -> PixelCNN:
     return m.eval()
 
 
-@pytest.fixture(scope="module", params=["pixelcnnpp", "gated"])
-def cond_file(request, tmp_path_factory) -> zoo.Model:
-    path = tmp_path_factory.mktemp("cond") / f"cond-{request.param}.safetensors"
-    zoo.save_model(path, cond_model(request.param), f"tiny-cond-{request.param}")
-    return zoo.load_file(path)
+@pytest.fixture(params=["pixelcnnpp", "gated"])
+def cond_file(request, cond_models) -> zoo.Model:
+    return cond_models[request.param]
 
 
 def test_labels_change_the_float_model_and_none_is_the_null_label():
@@ -218,3 +216,16 @@ def test_cli_label_option(cond_file, tiny_models, tmp_path, monkeypatch):
         assert not (tmp_path / "d.pxz").exists()
     res = run("compress", tmp_path / "a.png", "-m", "tiny-pp-rgb", "--label", "1", "-o", tmp_path / "d.pxz")
     assert res.exit_code == 2 and "not class-conditional" in res.output
+
+
+def test_pillow_plugin_saves_and_reports_the_label(cond_models, tmp_path):
+    from PIL import Image
+
+    import pxzip  # noqa: F401  (registers the plugin)
+
+    m = cond_models["pixelcnnpp"]
+    img = Image.fromarray(np.random.default_rng(9).integers(0, 256, (4, 4, 3), dtype=np.uint8))
+    img.save(tmp_path / "a.pxz", model=m, label=1)
+    with Image.open(tmp_path / "a.pxz") as back:
+        assert back.info["label"] == 1
+    assert container.unpack((tmp_path / "a.pxz").read_bytes())[0].label == 1

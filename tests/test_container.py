@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pxzip import container
-from pxzip.container import Header, bytes_to_words, pack, unpack, words_to_bytes
+from pxzip.container import Header, bytes_to_words, fields, join, pack, unpack, words_to_bytes
 from pxzip.errors import FormatError
 
 ID_RGB, ID_GRAY = b"\xab\xcd", b"\x01\x02"
@@ -192,3 +192,36 @@ def test_unpack_random_bytes_only_format_error(body: bytes, with_magic: bool) ->
         assert "\n" not in str(exc)
     else:
         assert pack(header, payload) == data
+
+
+def test_label_is_format_3_with_a_flag_and_one_byte() -> None:
+    h = Header("RGB", 3, 2, 0, (ID_RGB,), 7, label=9)
+    data = pack(h, b"\x01")
+    assert data[2] >> 4 == 3 and data[3] & 0x02 and data[6] == 9  # after magic, 2 bytes, one 2-byte id
+    back, payload = unpack(data)
+    assert back == h and payload == b"\x01"
+    assert fields(data)["label"] == b"\x09" and join(fields(data)) == data
+    both = Header("RGB", 3, 2, 0, (ID_RGB,), 7, metadata=META, label=0)
+    assert unpack(pack(both, b""))[0] == both
+
+
+def test_label_encodings_that_are_refused() -> None:
+    plain = pack(Header("RGB", 3, 2, 0, (ID_RGB,), 7), b"")
+    with_label = pack(Header("RGB", 3, 2, 0, (ID_RGB,), 7, label=1), b"")
+    # the label flag in a format 1 file (older readers refuse it as a reserved bit)
+    bad = bytearray(plain)
+    bad[3] |= 0x02
+    with pytest.raises(FormatError, match="reserved flag"):
+        unpack(bytes(bad))
+    # format 3 without a label: not canonical
+    bad = bytearray(with_label)
+    bad[3] &= ~0x02
+    del bad[6]
+    with pytest.raises(FormatError, match="format 3 for a header that format 1 holds"):
+        unpack(bytes(bad))
+    bad = bytearray(with_label)
+    bad[6] = 255
+    with pytest.raises(FormatError, match="class label 255"):
+        unpack(bytes(bad))
+    with pytest.raises(ValueError, match="class label"):
+        pack(Header("RGB", 3, 2, 0, (ID_RGB,), 7, label=255), b"")

@@ -64,6 +64,7 @@ SPECS = [
     ("one-7x5", "1", 7, 5, "gated"),
     ("one-8x8", "1", 8, 8, "pp"),
     ("rgb-meta-6x5", "RGB", 6, 5, "pp"),  # with ICC profile, EXIF and PNG text: a format 2 file
+    ("rgb-label-6x5", "RGB", 6, 5, "cond"),  # a class-conditional model and a stored label: format 3
 ]
 N = len(SPECS)
 INTERESTING_SIZES = [
@@ -104,7 +105,9 @@ def _image(mode: str, h: int, w: int, rng: np.random.Generator, name: str) -> Im
     return img
 
 
-def _model_set(tiny_models, which: str) -> list:
+def _model_set(tiny_models, which: str, cond_models=None) -> list:
+    if which == "cond":
+        return [cond_models["pixelcnnpp"], tiny_models["pp_gray"]]
     if which == "mixed":
         return [tiny_models["pp_rgb"], tiny_models["gated_gray"]]
     return [tiny_models[f"{which}_rgb"], tiny_models[f"{which}_gray"]]
@@ -127,19 +130,20 @@ def _env(name: str, value: str | None):
 
 
 @pytest.fixture(scope="module")
-def fuzz(tiny_models):
-    """Corpus, the models every decode gets (all four tiny ones) and the RSS baseline."""
+def fuzz(tiny_models, cond_models):
+    """Corpus, the models every decode gets (the four tiny ones, one conditional) and the RSS baseline."""
     rng = np.random.default_rng(20240601)
     corpus = []
     for name, mode, h, w, which in SPECS:
         img = _image(mode, h, w, rng, name)
-        data = pxzip.compress(img, _model_set(tiny_models, which))
+        data = pxzip.compress(img, _model_set(tiny_models, which, cond_models), label=2 if which == "cond" else None)
         pixels = planes.split(img).pixels
         corpus.append(Sample(name, data, pixels, container.unpack(data)[0]))
-    models = [tiny_models[k] for k in ("pp_rgb", "pp_gray", "gated_rgb", "gated_gray")]
+    models = [tiny_models[k] for k in ("pp_rgb", "pp_gray", "gated_rgb", "gated_gray")] + [cond_models["pixelcnnpp"]]
     assert container.unpack(corpus[9].data)[0].palette_as_rgb  # both P paths are covered
     assert not container.unpack(corpus[8].data)[0].palette_as_rgb
-    assert container.unpack(corpus[-1].data)[0].metadata and corpus[-1].data[2] >> 4 == 2  # format 2 covered
+    assert container.unpack(corpus[-2].data)[0].metadata and corpus[-2].data[2] >> 4 == 2  # format 2 covered
+    assert container.unpack(corpus[-1].data)[0].label == 2 and corpus[-1].data[2] >> 4 == 3  # format 3 covered
     with _env("PXZIP_MAX_PIXELS", str(FUZZ_MAX_PIXELS)):
         for s in corpus:  # the corpus is valid (and the decoder is warm before any deadline)
             assert _outcome(s.data, models, s) is None, s.name
@@ -209,7 +213,7 @@ varint_fields = st.one_of(
 @st.composite
 def field_rewrite(draw, model_ids: list[bytes]):
     """(field, new raw bytes-or-transform) for one header field."""
-    field = draw(st.sampled_from(["vm", "tf", "ids", "width", "height", "swap", "pal", "meta", "crc"]))
+    field = draw(st.sampled_from(["vm", "tf", "ids", "label", "width", "height", "swap", "pal", "meta", "crc"]))
     if field == "vm":
         return field, bytes([draw(st.one_of(st.integers(0x10, 0x2F), st.integers(0, 255)))])
     if field == "tf":
@@ -235,6 +239,8 @@ def field_rewrite(draw, model_ids: list[bytes]):
         return field, draw(st.one_of(st.just(section), st.binary(max_size=24)))
     if field == "crc":
         return field, draw(st.binary(min_size=4, max_size=4))
+    if field == "label":  # none, one byte (any value: 0..3 known, 4 = "no label", 255 invalid) or two
+        return field, draw(st.binary(min_size=0, max_size=2))
     return field, None  # swap width and height
 
 
