@@ -92,7 +92,16 @@ def make_models(kind: str, folder: Path) -> list[Path]:
             zoo.save_model(path, PixelCNN(cfg), f"tiny-{short}-{kind_}")
             _canonical_metadata(path)
             paths.append(path)
-    return paths
+    # a class-conditional RGB model (labels 0..3), so that format-3 files with a label are in the corpus
+    cfg = ModelConfig(num_filters=8, num_resnet=1, num_logistic_mix=2, num_classes=4)
+    cond = PixelCNN(cfg)
+    with torch.no_grad():
+        for p in cond.class_bias.values():
+            p.normal_(0, 1.0)
+    path = folder / "tiny-cond-rgb.safetensors"
+    zoo.save_model(path, cond, "tiny-cond-rgb")
+    _canonical_metadata(path)
+    return paths + [path]
 
 
 def _canonical_metadata(path: Path) -> None:
@@ -162,7 +171,9 @@ def make_corpus(model_paths: list[Path], zero_images: bool, seed: int = 0) -> li
             img.info["exif"] = b"Exif\x00\x00" + rng.integers(0, 256, 12, dtype=np.uint8).tobytes()
             img.text = {"Source": f"fuzz {n}"}
         use = [rgb[n % len(rgb)], gray[(n // 2) % len(gray)]]
-        data = pxzip.compress(img, use)
+        # half of the files coded with the conditional model store a label (modes with an RGB plane)
+        label = n % 4 if use[0].cfg.num_classes and n % 2 and mode in ("RGB", "RGBA", "P-rgb") else None
+        data = pxzip.compress(img, use, label=label)
         pixels = planes.split(img).pixels
         h_ = container.unpack(data)[0]
         corpus.append(
@@ -300,7 +311,7 @@ class Mutator:
             else:
                 f["ids"] = b"".join(r.choice(self.ids + [r.randbytes(2)]) for _ in range(r.randint(0, 3)))
             return join(f), f"model ids {f['ids'].hex()}", False
-        field = r.choice(["vm", "tf", "ids", "width", "height", "swap", "pal", "meta", "crc"])
+        field = r.choice(["vm", "tf", "ids", "label", "width", "height", "swap", "pal", "meta", "crc"])
         if field == "vm":
             f["vm"] = bytes([r.choice([r.randrange(0x10, 0x30), r.randrange(256)])])
         elif field == "tf":
@@ -309,6 +320,8 @@ class Mutator:
             f["ids"] = r.randbytes(r.choice([0, 1, 2, 3, 4, 6]))
         elif field in ("width", "height"):
             f[field] = _varint_field(r)
+        elif field == "label":  # none, a known label, "no label" (4), anything, two bytes
+            f["label"] = r.choice([b"", bytes([r.randrange(4)]), b"\x04", bytes([r.randrange(256)]), r.randbytes(2)])
         elif field == "swap":
             f["width"], f["height"] = f["height"], f["width"]
         elif field == "pal":

@@ -42,7 +42,19 @@ def _rates(path: str) -> str:
             f"{t.get('jobs', 1)} job(s); wall {t.get('wall_s', float('nan')) / 60:.1f} min)."
         )
         lines.append("")
+    lr = r.get("label_rates")
+    if lr:
+        lines.append(
+            f"Class labels (`--label auto`): {lr['labelled_files']}/{n} files chose a label. Float NLL of the same "
+            f"model without a label {lr['nll_no_label']['mean']:.4f}, given the true label "
+            f"{_get(lr, 'nll_true_label')} (mean bits/dim; the float NLL row above uses the label each file chose)."
+        )
+        lines.append("")
     return "\n".join(lines)
+
+
+def _get(lr: dict, key: str) -> str:
+    return f"{lr[key]['mean']:.4f}" if lr[key]["n"] else "n/a"
 
 
 def main() -> None:
@@ -70,7 +82,9 @@ def main() -> None:
         f"- file: `{path.name}`, sha256 `{hashlib.sha256(meta_raw).hexdigest()}` (id `{m.id.hex()}` in .pxz headers)",
         f"- architecture: {c.arch}, {c.in_channels} channel(s), num_filters {c.num_filters}, "
         f"num_resnet {c.num_resnet}, "
-        f"num_logistic_mix {c.num_logistic_mix}, kernel {c.kernel_size}, dropout {c.dropout_p}; "
+        f"num_logistic_mix {c.num_logistic_mix}, kernel {c.kernel_size}, dropout {c.dropout_p}"
+        + (f", class-conditional ({c.num_classes} labels + 'no label')" if c.num_classes else "")
+        + "; "
         f"{fm.num_parameters():,} parameters",
         f"- exact model: activations {c.act_bits} fractional bits, weights < 2^{c.weight_bits - 1} per output channel",
         f"- data: {a.data}",
@@ -84,8 +98,10 @@ def main() -> None:
     if a.command:
         out.append(f"- command: `{a.command}`")
     out += ["", "## Training curve (held-out bits/dim, EMA weights)", ""]
-    out += ["| step | minutes | train | held-out |", "|---|---|---|---|"]
-    out += [f"| {h['step']} | {h['minutes']:.0f} | {h['train_bpd']:.3f} | {h['eval_bpd']:.3f} |" for h in history]
+    out += ["| step | minutes | train | held-out | held-out, given the label |", "|---|---|---|---|---|"]
+    for h in history:
+        cond = f"{h['eval_cond_bpd']:.3f}" if "eval_cond_bpd" in h else "-"
+        out.append(f"| {h['step']} | {h['minutes']:.0f} | {h['train_bpd']:.3f} | {h['eval_bpd']:.3f} | {cond} |")
     out += ["", "## Test results (real files)", ""]
     out += [_rates(b) for b in a.bench]
     if a.notes:
