@@ -34,11 +34,12 @@ def test_a_tampered_shipped_model_is_refused(tmp_path):
         zoo.load_file(bad, expected_sha256=zoo.registry()[name])
 
 
-def test_files_of_superseded_shipped_models_still_decode():
+@pytest.mark.parametrize("model_id", ["98c9", "9667"])
+def test_files_of_superseded_shipped_models_still_decode(model_id):
     """A shipped model, once replaced as the default, stays installed under a new name, bytes and
-    id unchanged, so every .pxz made with it decodes. shipped-rgb-98c9.pxz was made by
-    `pxzip.compress(Image.open("tests/expected/rgb.png"), "pxz-rgb-cifar")` with the first
-    default RGB model (id 98c9); it must keep decoding to the same pixels in every later version."""
+    id unchanged, so every .pxz made with it decodes. shipped-rgb-ID.pxz was made by
+    `pxzip.compress(Image.open("tests/expected/rgb.png"), "pxz-rgb-cifar")` while the model with
+    that id was the default RGB model; it must keep decoding to the same pixels in every later version."""
     from pathlib import Path
 
     from PIL import Image
@@ -46,11 +47,11 @@ def test_files_of_superseded_shipped_models_still_decode():
     from pxzip import container
 
     here = Path(__file__).resolve().parent / "expected"
-    data = (here / "shipped-rgb-98c9.pxz").read_bytes()
-    assert container.unpack(data)[0].model_ids == (bytes.fromhex("98c9"),)
+    data = (here / f"shipped-rgb-{model_id}.pxz").read_bytes()
+    assert container.unpack(data)[0].model_ids == (bytes.fromhex(model_id),)
     expected = np.asarray(Image.open(here / "rgb.png"))
     assert np.array_equal(pxzip.decompress(data), expected)  # found by id among the shipped models
-    m = zoo.find_by_id(bytes.fromhex("98c9"))
+    m = zoo.find_by_id(bytes.fromhex(model_id))
     assert m.name in zoo.registry()  # reported under its zoo name
     assert pxzip.compress(Image.open(here / "rgb.png"), m.name) == data  # and it still encodes the same bytes
 
