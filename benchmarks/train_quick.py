@@ -26,6 +26,7 @@ p.add_argument("--resume", action="store_true")
 p.add_argument("--bench", type=int, default=0)
 p.add_argument("--conditional", action="store_true", help="class-conditional (labels shown half of the time)")
 p.add_argument("--label-dropout", type=float, default=0.5)
+p.add_argument("--lr-decay", type=float, default=0.99995, help="per step, from this run on (also when resuming)")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 recs = [np.fromfile(f"{a.data}/data_batch_{i}.bin", np.uint8).reshape(-1, 3073) for i in range(1, 6)]
@@ -51,6 +52,7 @@ tc = TrainConfig(
     batch_size=a.bs,
     max_steps=a.steps,
     max_minutes=a.minutes,
+    lr_decay=a.lr_decay,
     bf16=True,
     channels_last=True,
     eval_every=1000,

@@ -169,6 +169,7 @@ class Trainer:
             _log(f"{len(new)} class-bias tensors not in the checkpoint: they start at zero")
         self.opt.load_state_dict({"state": state, "param_groups": groups})
         self.sched.load_state_dict(json.loads(meta["sched"]))
+        self.sched.gamma = self.cfg.lr_decay  # this run's decay from here on (e.g. a faster anneal at the end)
         self.step = int(meta["step"])
         self.history = json.loads(meta["history"])
         self.minutes_before = self.history[-1]["minutes"] if self.history else 0.0

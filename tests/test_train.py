@@ -146,12 +146,16 @@ def test_unconditional_checkpoint_resumes_as_conditional(tmp_path):
     tc = TrainConfig(out_dir=str(tmp_path), batch_size=4, max_steps=2, eval_every=2, eval_images=8)
     Trainer(build(base, 0), tc, batches_from_array(x, 4, 0), x[:8]).fit()
     cond = build(ModelConfig(num_filters=8, num_resnet=1, num_logistic_mix=2, num_classes=10), 1)
-    tc4 = TrainConfig(out_dir=str(tmp_path), batch_size=4, max_steps=4, eval_every=2, eval_images=8)
+    tc4 = TrainConfig(out_dir=str(tmp_path), batch_size=4, max_steps=4, eval_every=2, eval_images=8, lr_decay=0.5)
     tr = Trainer(cond, tc4, batches_from_array(x, 4, 0, y, 10, 0.5), (x[:8], y[:8]))
     tr.resume(tmp_path / "checkpoint.safetensors")
+    lr = tr.sched.get_last_lr()[0]
+    assert lr == pytest.approx(tc.lr * tc.lr_decay**2)  # the schedule goes on where it was
+    assert tr.sched.gamma == 0.5  # with this run's decay from here on
     assert tr.step == 2 and all(float(p.detach().abs().max()) == 0 for p in cond.class_bias.values())
     assert tr.evaluate() == pytest.approx(tr._eval_nll(True))
     tr.fit()
+    assert tr.sched.get_last_lr()[0] == pytest.approx(lr * 0.25)
     assert tr.step == 4 and any(float(p.detach().abs().max()) > 0 for p in cond.class_bias.values())
     broken = build(ModelConfig(num_filters=12, num_resnet=1, num_logistic_mix=2), 0)
     with pytest.raises(RuntimeError, match="size mismatch"):
