@@ -24,7 +24,7 @@ MODEL_FORMAT = "pxzip-model-1"
 # Shipped models: name -> sha256 of the weights file (checked on every load).
 REGISTRY: dict[str, str] = {}
 # default model per plane kind. pxz-rgb-photo is shipped but not a default: on Kodak it codes
-# worse than pxz-rgb-cifar (3.440 against 3.008 bits/dim on Kodak), see models/pxz-rgb-photo.md
+# worse than pxz-rgb-cifar (3.440 against 2.987 bits/dim on Kodak), see models/pxz-rgb-photo.md
 DEFAULTS = {"rgb": "pxz-rgb-cifar", "gray": "pxz-gray-cifar"}
 
 

@@ -58,7 +58,7 @@ def test_files_of_superseded_shipped_models_still_decode(model_id):
 
 def test_the_default_rgb_model_codes_real_cifar_images_well(shared_data):
     """The shipped default really is the trained model: real files on the first 50 CIFAR-10 test
-    images (3.34 bits/dim over all 10,000; JPEG-XL 4.09), every one decoded bit-exact."""
+    images (3.31 bits/dim over all 10,000; JPEG-XL 4.09), every one decoded bit-exact."""
     from pxzip.data import load_cifar10
 
     images, _ = load_cifar10(shared_data / "cifar10", "test", limit=50)
@@ -66,3 +66,23 @@ def test_the_default_rgb_model_codes_real_cifar_images_well(shared_data):
     assert all(np.array_equal(a, b) for a, b in zip(pxzip.decompress_many(datas), images))
     bpd = np.mean([8 * len(d) / im.size for d, im in zip(datas, images)])
     assert 2.8 < bpd < 3.5, bpd
+
+
+def test_format_3_file_of_the_shipped_conditional_model_still_decodes():
+    """shipped-rgb-1459-label3.pxz: `pxzip.compress(Image.open("tests/expected/rgb.png"),
+    "pxz-rgb-cifar", label=3)` with the session-3 default (id 1459): a format-3 file with a class
+    label; it must decode to the same pixels, and encode to the same bytes, in every later version."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from pxzip import container
+
+    here = Path(__file__).resolve().parent / "expected"
+    data = (here / "shipped-rgb-1459-label3.pxz").read_bytes()
+    h = container.unpack(data)[0]
+    assert data[2] >> 4 == 3 and h.label == 3 and h.model_ids == (bytes.fromhex("1459"),)
+    expected = np.asarray(Image.open(here / "rgb.png"))
+    assert np.array_equal(pxzip.decompress(data), expected)
+    m = zoo.find_by_id(bytes.fromhex("1459"))
+    assert pxzip.compress(Image.open(here / "rgb.png"), m.name, label=3) == data
