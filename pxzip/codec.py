@@ -276,8 +276,11 @@ def _check_label(label, models) -> int | None:
     return int(label)
 
 
-def conditional_classes(model=None, image=None) -> int:
-    """Labels the models that would code `image` know (0 if none of them is class-conditional)."""
+def conditional_classes(model, image) -> int:
+    """Labels the models that would code `image` know (0 if none of them is class-conditional).
+
+    model: as for `compress` (None: the shipped defaults).
+    """
     split = planes.split(planes.to_image(image))
     models = _models_for(container.model_slots(split.mode, split.palette_as_rgb), _as_models(model))
     return min([m.cfg.num_classes for m in models.values() if m.cfg.num_classes], default=0)
