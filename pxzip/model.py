@@ -114,6 +114,14 @@ class PixelCNN(nn.Module):
             return softmax_nll(out, pixels)
         return logistic_mixture_nll(out, pixels, self.cfg)
 
+    def unconditional_state(self) -> dict[str, torch.Tensor]:
+        """The weights of the unconditional model that computes what this one does without a label:
+        each "no label" class bias folded into its layer's bias (for fine-tuning on unlabelled data)."""
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("class_bias.")}
+        for key, cb in self.class_bias.items():
+            state[f"biases.{key}"] = state[f"biases.{key}"] + cb.detach()[self.cfg.null_label]
+        return state
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

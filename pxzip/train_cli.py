@@ -137,11 +137,14 @@ def train(**o) -> None:
     model = build(mc, o["seed"])
     if o["init_from"]:
         src = zoo.load_model(o["init_from"]).float_model()
-        same = dataclasses.replace(src.cfg, num_classes=mc.num_classes) == mc
-        if not same or src.cfg.num_classes not in (0, mc.num_classes):
+        if dataclasses.replace(src.cfg, num_classes=mc.num_classes) != mc:
             raise UsageError(f"--init model has config {src.cfg}, not {mc}")
-        # an unconditional model may start a conditional one: its class biases start at zero
-        model.load_state_dict(src.state_dict(), strict=src.cfg == mc)
+        if src.cfg.num_classes and not mc.num_classes:  # a conditional model starts an unconditional one
+            model.load_state_dict(src.unconditional_state())
+        elif src.cfg.num_classes != mc.num_classes and src.cfg.num_classes:
+            raise UsageError(f"--init model has {src.cfg.num_classes} classes, this run {mc.num_classes}")
+        else:  # the same config, or an unconditional model starting a conditional one (class biases at 0)
+            model.load_state_dict(src.state_dict(), strict=src.cfg == mc)
     on_eval = _sample_grids(o["samples"], held.shape[2], held.shape[3]) if o["samples"] else None
     held_data = (held[:500], held_y[:500]) if o["conditional"] else held[:500]
     trainer = Trainer(model, tc, batches, held_data, on_eval)

@@ -229,3 +229,13 @@ def test_pillow_plugin_saves_and_reports_the_label(cond_models, tmp_path):
     with Image.open(tmp_path / "a.pxz") as back:
         assert back.info["label"] == 1
     assert container.unpack((tmp_path / "a.pxz").read_bytes())[0].label == 1
+
+
+def test_unconditional_state_is_the_model_without_a_label():
+    """A conditional model's "no label" path as a plain unconditional model (fine-tuning on photos)."""
+    m = cond_model("pixelcnnpp").double()
+    plain = PixelCNN(ModelConfig(num_filters=8, num_resnet=2, num_logistic_mix=2)).double()
+    plain.load_state_dict(m.unconditional_state())
+    x = torch.randint(0, 256, (2, 3, 5, 5))
+    with torch.no_grad():
+        assert torch.allclose(plain(x), m(x), atol=1e-9)

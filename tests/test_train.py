@@ -160,3 +160,15 @@ def test_unconditional_checkpoint_resumes_as_conditional(tmp_path):
     broken = build(ModelConfig(num_filters=12, num_resnet=1, num_logistic_mix=2), 0)
     with pytest.raises(RuntimeError, match="size mismatch"):
         Trainer(broken, tc4, batches_from_array(x, 4, 0), x[:8]).resume(tmp_path / "checkpoint.safetensors")
+
+
+def test_fine_tune_a_conditional_model_on_unlabelled_images(tmp_path, cond_models):
+    """--init with a class-conditional model on an image folder: an unconditional model starts
+    from its "no label" path (the photo fine-tune of the shipped default)."""
+    folder = _photo_folder(tmp_path / "imgs")
+    out = tmp_path / "run"
+    src = str(cond_models["pixelcnnpp"].path)
+    args = ["--filters", "8", "--blocks", "2", "--mix", "2", "--batch", "2", "--eval-every", "1", "--no-bf16"]
+    invoke("train", "--images", folder, "--crop", "6", "--steps", "1", "--init", src, "--out", out, *args)
+    m = zoo.load_file(out / "model.safetensors")
+    assert m.cfg.num_classes == 0
