@@ -268,12 +268,17 @@ def _check_label(label, models) -> int | None:
         return None
     if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
         raise ValueError(f"label must be an integer, None or 'auto', not {label!r}")
-    classes = {m.cfg.num_classes for m in models if m.cfg.num_classes}
+    classes = _classes(models)
     if not classes:
         raise ValueError(f"model {', '.join(m.name for m in models)} is not class-conditional: it takes no label")
-    if not 0 <= label < min(classes):
-        raise ValueError(f"label {label} out of range: the model knows labels 0..{min(classes) - 1}")
+    if not 0 <= label < classes:
+        raise ValueError(f"label {label} out of range: the model knows labels 0..{classes - 1}")
     return int(label)
+
+
+def _classes(models) -> int:
+    """Labels every conditional model among `models` knows; 0 if none of them is conditional."""
+    return min([m.cfg.num_classes for m in models if m.cfg.num_classes], default=0)
 
 
 def conditional_classes(model, image) -> int:
@@ -283,7 +288,7 @@ def conditional_classes(model, image) -> int:
     """
     split = planes.split(planes.to_image(image))
     models = _models_for(container.model_slots(split.mode, split.palette_as_rgb), _as_models(model))
-    return min([m.cfg.num_classes for m in models.values() if m.cfg.num_classes], default=0)
+    return _classes(models.values())
 
 
 def _compress_auto(image, model, *, trace: list | None, progress: ProgressBar | None, **kw) -> bytes:
@@ -343,10 +348,10 @@ def _open(data: bytes, given: list[zoo.Model]) -> _Stream:
         if m.kind != kind:
             raise FormatError(f"model {m.name} codes {m.kind} planes, but this file needs a {kind} model")
     if header.label is not None:
-        classes = [m.cfg.num_classes for m in models.values() if m.cfg.num_classes]
+        classes = _classes(models.values())
         if not classes:
             raise FormatError("file has a class label but its model is not class-conditional")
-        if header.label >= min(classes):
+        if header.label >= classes:
             raise FormatError(f"corrupt pxz file: class label {header.label} unknown to the model")
     kinds = planes.plane_kinds(header.mode, header.palette_as_rgb)
     shapes = [(header.height, header.width, models[k].cfg.in_channels) for k in kinds]

@@ -211,10 +211,8 @@ class ExactModel:
             w, b, sh = (t[f"exact.{spec.name}.{k}"] for k in ("w", "b", "shift"))
             if tuple(w.shape) != (spec.cout, spec.cin, spec.kh, spec.kw) or b.shape != (spec.cout,):
                 raise ValueError(f"layer {spec.name}: shape {tuple(w.shape)} does not match the config")
-            cb = t.get(f"exact.{spec.name}.cb")
-            if (cb is None) != (not (spec.cond and cfg.num_classes)):
-                raise ValueError(f"layer {spec.name}: class biases do not match the config")
-            layers[spec.name] = ExactLayer(w, b, sh, cb)
+            # class biases: present exactly for a conditional model's gate inputs (check_bounds checks)
+            layers[spec.name] = ExactLayer(w, b, sh, t.get(f"exact.{spec.name}.cb"))
         luts = {k[4:]: v.numpy().astype(np.int64) for k, v in t.items() if k.startswith("lut.")}
         expected = make_luts_shapes(cfg.act_bits)
         if {k: v.shape for k, v in luts.items()} != expected:

@@ -13,6 +13,8 @@ import torch
 
 from pxzip.errors import UsageError
 
+CIFAR10_CLASSES = 10  # labels of a --conditional model (CIFAR-10 classes); label 10 means "no label"
+
 
 def _cifar(data_dir: str | None, download: bool, gray: bool, url: str | None):
     from pxzip import data
@@ -102,7 +104,8 @@ def train(**o) -> None:
             raise UsageError("--download once before starting torchrun")
         train_x, held, train_y, held_y = _cifar(o["data_dir"], o["download"], o["gray"], o["url"])
         if o["conditional"]:
-            batches = batches_from_array(train_x, o["batch"], seed, train_y, 10, o["label_dropout"])
+            null = CIFAR10_CLASSES  # ModelConfig.null_label
+            batches = batches_from_array(train_x, o["batch"], seed, train_y, null, o["label_dropout"])
         else:
             batches = batches_from_array(train_x, o["batch"], seed)
     else:
@@ -116,7 +119,7 @@ def train(**o) -> None:
             num_logistic_mix=o["mix"],
             kernel_size=o["kernel"],
             dropout_p=o["dropout"],
-            num_classes=10 if o["conditional"] else 0,
+            num_classes=CIFAR10_CLASSES if o["conditional"] else 0,
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
