@@ -161,6 +161,9 @@ def train(**o) -> None:
     t0 = time.time()
     history = trainer.fit()
     if world > 1:
+        # rank 0 still evaluates and checkpoints after the last step: wait for it, so that no rank
+        # tears its gloo connections down while a peer still uses them (seen once: SIGABRT at exit)
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     if rank != 0:
         return
