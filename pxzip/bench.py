@@ -209,7 +209,7 @@ def resolve_models(items: Sequence[Item], models=None) -> list[zoo.Model]:
         if m.kind in chosen and chosen[m.kind].sha256 != m.sha256:
             raise UsageError(f"two {m.kind} models given ({chosen[m.kind].name}, {m.name}): give one per kind")
         chosen[m.kind] = m
-    return [chosen.get(it.kind) or zoo.default_model(it.kind) for it in items]
+    return [chosen.get(it.kind) or zoo.default_model(it.kind, *it.pixels.shape[:2]) for it in items]
 
 
 def peak_rss_mb() -> float:

@@ -577,14 +577,21 @@ def info(inputs) -> None:
 
 @cli.command(name="models")
 def list_models() -> None:
-    """List installed models (name, id, kind, parameters)."""
+    """List installed models (name, id, kind, parameters, which images they are the default for)."""
+    roles: dict[str, list[str]] = {}
+    for kind, name in zoo.DEFAULTS.items():
+        small = f" (sides <= {zoo.LARGE_SIDE})" if kind in zoo.LARGE_DEFAULTS else ""
+        roles.setdefault(name, []).append(f"default {kind}{small}")
+    for kind, name in zoo.LARGE_DEFAULTS.items():
+        roles.setdefault(name, []).append(f"default {kind} (a side > {zoo.LARGE_SIDE})")
     for name, path in sorted(zoo.installed().items()):
         try:
             m = zoo.load_model(name)
             c = m.cfg
             arch = f"{c.arch} F={c.num_filters} blocks={c.num_resnet}"
             arch += f" classes={c.num_classes}" if c.num_classes else ""
-            click.echo(f"{name:20s} id {m.id.hex()}  {m.kind:4s}  {arch}  {path}")
+            role = f"  [{', '.join(roles[name])}]" if name in roles else ""
+            click.echo(f"{name:20s} id {m.id.hex()}  {m.kind:4s}  {arch}  {path}{role}")
         except PxzError as e:
             click.echo(f"{name:20s} BROKEN: {e}")
 

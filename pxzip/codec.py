@@ -193,10 +193,11 @@ def decode_units(
     return out
 
 
-def _models_for(slots, given: list[zoo.Model]) -> dict[str, zoo.Model]:
-    """Slot kind -> model for compression: a given model fills its kind, defaults the rest."""
+def _models_for(slots, given: list[zoo.Model], height: int, width: int) -> dict[str, zoo.Model]:
+    """Slot kind -> model for compression: a given model fills its kind, the defaults for an image
+    of this size the rest."""
     chosen = {m.kind: m for m in given}
-    return {kind: chosen.get(kind) or zoo.default_model(kind) for kind in slots}
+    return {kind: chosen.get(kind) or zoo.default_model(kind, height, width) for kind in slots}
 
 
 def _as_models(model) -> list[zoo.Model]:
@@ -237,7 +238,7 @@ def compress(
     h, w = split.pixels.shape[:2]
     tile_log2 = choose_tile_log2(h, w, tile)
     slots = container.model_slots(split.mode, split.palette_as_rgb)
-    models = _models_for(slots, _as_models(model))
+    models = _models_for(slots, _as_models(model), h, w)
     label = _check_label(label, models.values())
     extra = container.palette_section(split.palette, split.transparency) if split.mode == "P" else b""
     header = container.Header(
@@ -287,7 +288,8 @@ def conditional_classes(model, image) -> int:
     model: as for `compress` (None: the shipped defaults).
     """
     split = planes.split(planes.to_image(image))
-    models = _models_for(container.model_slots(split.mode, split.palette_as_rgb), _as_models(model))
+    h, w = split.pixels.shape[:2]
+    models = _models_for(container.model_slots(split.mode, split.palette_as_rgb), _as_models(model), h, w)
     return _classes(models.values())
 
 

@@ -23,9 +23,12 @@ MODEL_FORMAT = "pxzip-model-1"
 
 # Shipped models: name -> sha256 of the weights file (checked on every load).
 REGISTRY: dict[str, str] = {}
-# default model per plane kind. pxz-rgb-photo is shipped but not a default: on Kodak it codes
-# worse than pxz-rgb-cifar (3.440 against 2.987 bits/dim on Kodak), see models/pxz-rgb-photo.md
+# Default model per plane kind for small images (both sides <= LARGE_SIDE: CIFAR-10 sized, one tile).
 DEFAULTS = {"rgb": "pxz-rgb-cifar", "gray": "pxz-gray-cifar"}
+# ... and for larger ones (photographs, coded in tiles), where a kind has its own: pxz-rgb-photo
+# is pxz-rgb-cifar fine-tuned on 64x64 crops of photos, chosen on held-out photos (see its card).
+LARGE_DEFAULTS = {"rgb": "pxz-rgb-photo"}
+LARGE_SIDE = 64  # an image with a side above this is "large"
 
 
 def models_dir() -> Path:
@@ -181,9 +184,16 @@ def load_model(name_or_path: str | Path | Model) -> Model:
     raise UsageError(f"unknown model {key!r} (installed: {', '.join(sorted(known)) or 'none'})")
 
 
-def default_model(kind: str) -> Model:
-    """The shipped model for a plane kind ("rgb" or "gray")."""
-    return load_model(DEFAULTS[kind])
+def default_name(kind: str, height: int = 0, width: int = 0) -> str:
+    """The name of the shipped default for a plane kind ("rgb" or "gray") and image size."""
+    if max(height, width) > LARGE_SIDE and kind in LARGE_DEFAULTS:
+        return LARGE_DEFAULTS[kind]
+    return DEFAULTS[kind]
+
+
+def default_model(kind: str, height: int = 0, width: int = 0) -> Model:
+    """The shipped default model for a plane kind ("rgb" or "gray") and image size (0: small)."""
+    return load_model(default_name(kind, height, width))
 
 
 def find_by_id(model_id: bytes, candidates: list[Model] | None = None) -> Model:

@@ -392,6 +392,10 @@ def test_models_lists_the_installed_ones():
     assert_ok(res)
     for name in ("tiny-pp-rgb", "tiny-pp-gray", "tiny-gated-rgb", "tiny-gated-gray"):
         assert name in res.stdout
+    rows = {line.split()[0]: line for line in res.stdout.splitlines()}
+    assert rows[zoo.DEFAULTS["rgb"]].endswith(f"[default rgb (sides <= {zoo.LARGE_SIDE})]")
+    assert rows[zoo.LARGE_DEFAULTS["rgb"]].endswith(f"[default rgb (a side > {zoo.LARGE_SIDE})]")
+    assert rows[zoo.DEFAULTS["gray"]].endswith("[default gray]")
 
 
 # ---------------------------------------------------------------- bad inputs: one line, exit code, no output

@@ -24,6 +24,25 @@ def test_default_models_round_trip(shape):
     assert np.array_equal(pxzip.decompress(data), img)
 
 
+def test_the_default_model_depends_on_the_image_size():
+    """Small images (CIFAR-10 sized, one tile) take the CIFAR-10 model, larger RGB images the photo
+    model; the file names the model it was coded with, so decoding needs no such rule."""
+    from pxzip import container
+
+    assert set(zoo.LARGE_DEFAULTS.values()) <= set(zoo.registry()), "every default model must be shipped"
+    side = zoo.LARGE_SIDE
+    assert zoo.default_name("rgb", side, side) == zoo.DEFAULTS["rgb"]
+    assert zoo.default_name("rgb", side + 1, 1) == zoo.default_name("rgb", 1, side + 1) == zoo.LARGE_DEFAULTS["rgb"]
+    assert zoo.LARGE_DEFAULTS["rgb"] != zoo.DEFAULTS["rgb"]
+    assert zoo.default_name("gray", 1000, 1000) == zoo.DEFAULTS["gray"]  # no photo model of its own
+    rng = np.random.default_rng(1)
+    for shape, name in [((side, 3, 3), zoo.DEFAULTS["rgb"]), ((3, side + 1, 3), zoo.LARGE_DEFAULTS["rgb"])]:
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        data = pxzip.compress(img)
+        assert container.unpack(data)[0].model_ids == (zoo.load_model(name).id,)
+        assert np.array_equal(pxzip.decompress(data), img)
+
+
 def test_a_tampered_shipped_model_is_refused(tmp_path):
     name = zoo.DEFAULTS["gray"]
     raw = bytearray(zoo.installed()[name].read_bytes())
@@ -34,12 +53,13 @@ def test_a_tampered_shipped_model_is_refused(tmp_path):
         zoo.load_file(bad, expected_sha256=zoo.registry()[name])
 
 
-@pytest.mark.parametrize("model_id", ["98c9", "9667"])
+@pytest.mark.parametrize("model_id", ["98c9", "9667", "9048"])
 def test_files_of_superseded_shipped_models_still_decode(model_id):
-    """A shipped model, once replaced as the default, stays installed under a new name, bytes and
-    id unchanged, so every .pxz made with it decodes. shipped-rgb-ID.pxz was made by
-    `pxzip.compress(Image.open("tests/expected/rgb.png"), "pxz-rgb-cifar")` while the model with
-    that id was the default RGB model; it must keep decoding to the same pixels in every later version."""
+    """A shipped model, once replaced, stays installed under a new name, bytes and id unchanged, so
+    every .pxz made with it decodes. shipped-rgb-ID.pxz was made by
+    `pxzip.compress(Image.open("tests/expected/rgb.png"), NAME)` while NAME was the model with that
+    id: pxz-rgb-cifar (98c9, 9667) or pxz-rgb-photo (9048); it must keep decoding to the same
+    pixels in every later version."""
     from pathlib import Path
 
     from PIL import Image
