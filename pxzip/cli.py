@@ -327,12 +327,19 @@ def _output_format(out: str) -> tuple[str, dict]:
             f"cannot write {suffix or 'an image without suffix'}: use one of {', '.join(sorted(IMAGE_SUFFIXES))}"
         )
     fmt = {".tif": "TIFF", ".tiff": "TIFF", ".pgm": "PPM", ".pbm": "PPM"}.get(suffix, suffix[1:].upper())
-    return fmt, ({"lossless": True} if fmt == "WEBP" else {})
+    # exact: without it libwebp zeroes the colour of fully transparent pixels (not lossless)
+    return fmt, ({"lossless": True, "exact": True} if fmt == "WEBP" else {})
 
 
-def _check_can_save(mode: str, fmt: str, kw: dict) -> None:
+WEBP_MAX_SIDE = 16383  # libwebp's limit
+
+
+def _check_can_save(mode: str, fmt: str, kw: dict, width: int, height: int) -> None:
     """Refuse e.g. an LA image as BMP up front, by saving a 1x1 probe, instead of after the slow decode."""
     from PIL import Image
+
+    if fmt == "WEBP" and max(width, height) > WEBP_MAX_SIDE:
+        raise UsageError(f"cannot write a {width}x{height} image as WEBP (at most {WEBP_MAX_SIDE} a side): use .png")
 
     try:
         Image.new(mode, (1, 1)).save(io.BytesIO(), format=fmt, **kw)
@@ -496,7 +503,7 @@ def _decompress_group(pairs: list[tuple[str, str]], opts: dict) -> list[tuple[di
             fmt, kw = _output_format(out)
             data = _read_input(inp)
             header, _ = container.unpack(data)
-            _check_can_save(header.mode, fmt, kw)
+            _check_can_save(header.mode, fmt, kw, header.width, header.height)
             ready.append((k, data, header, fmt, kw))
         except PxzError as e:
             results[k] = (None, e)
@@ -533,12 +540,22 @@ def _pixels(header: container.Header) -> int:
 def _write_image(inp, out, img, data: bytes, header, fmt: str, kw: dict, force: bool) -> dict:
     meta_kw, dropped = metadata.save_options(fmt, header.metadata)
     kw = kw | meta_kw
+
+    def save(dest) -> None:
+        try:
+            img.save(dest, format=fmt, **kw)
+        except OSError:
+            raise  # write_atomic reports it (disk full, ...)
+        except Exception as e:  # an encoder's own limit (WebP: 16383 pixels a side, ...): one line
+            detail = " ".join(str(e).split()) or type(e).__name__
+            raise PxzError(f"cannot write {out} as {fmt}: {detail}") from None
+
     if out == "-":
         buf = io.BytesIO()
-        img.save(buf, format=fmt, **kw)
+        save(buf)
         write_atomic(out, buf.getvalue(), force)
     else:
-        write_atomic(out, None, force, save=lambda tmp: img.save(tmp, format=fmt, **kw))
+        write_atomic(out, None, force, save=save)
     if dropped:  # the pixels are all there; say what the chosen format could not carry
         _err(f"{inp}: note: {', '.join(dropped)} not written ({fmt} cannot hold it; .png keeps everything)")
     dims = img.width * img.height * MODE_CHANNELS[img.mode]

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from pxzip import container, metadata, planes, tables, zoo
-from pxzip.errors import ChecksumError, FormatError
+from pxzip.errors import ChecksumError, FormatError, UsageError
 from pxzip.exact import Stepper, tile_params
 
 MAX_LANES = 128  # tiles per unit: bounds the decoder's memory for huge images
@@ -330,7 +330,11 @@ class _Stream:
 
 def max_pixels() -> int:
     """Largest image the decoder accepts ($PXZIP_MAX_PIXELS, default 2**27 pixels)."""
-    return int(os.environ.get("PXZIP_MAX_PIXELS", 2**27))
+    value = os.environ.get("PXZIP_MAX_PIXELS", str(2**27))
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"PXZIP_MAX_PIXELS={value!r}: expected a whole number of pixels") from None
 
 
 def _open(data: bytes, given: list[zoo.Model]) -> _Stream:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zlib
 from dataclasses import dataclass
 
@@ -19,6 +20,31 @@ LABEL_VERSION = 3  # the first version with a class label (for class-conditional
 METADATA_CODES: dict[str, int] = {"icc_profile": 1, "exif": 2, "xmp": 3, "text": 4}
 _CODE_METADATA = {code: key for key, code in METADATA_CODES.items()}
 MAX_METADATA_ENTRY = 2**24  # bytes per entry (an ICC profile or EXIF block is far smaller)
+
+
+def png_keyword_ok(key: str) -> bool:
+    """Whether PNG can hold `key` as a text chunk keyword: 1..79 Latin-1 characters, no NUL."""
+    try:
+        return 1 <= len(key.encode("latin-1")) <= 79 and "\0" not in key
+    except UnicodeEncodeError:
+        return False
+
+
+def png_text(value: bytes) -> dict[str, str]:
+    """A "text" metadata entry -> {keyword: text}; ValueError unless it is a UTF-8 JSON object of
+    strings with PNG keywords (what writers store, and what readers may hand to Pillow)."""
+    try:
+        text = json.loads(value.decode("utf-8"))
+    except (ValueError, RecursionError):  # bad UTF-8, bad JSON, absurd nesting
+        raise ValueError("PNG text entry is not UTF-8 JSON") from None
+    if not isinstance(text, dict) or not all(isinstance(v, str) and png_keyword_ok(k) for k, v in text.items()):
+        raise ValueError("PNG text entry is not an object of PNG keywords to strings")
+    try:
+        "".join(text.values()).encode("utf-8")  # JSON escapes can spell lone surrogates
+    except UnicodeEncodeError:
+        raise ValueError("PNG text entry holds invalid Unicode") from None
+    return text
+
 
 MODE_CODES: dict[str, int] = {"L": 0, "LA": 1, "RGB": 2, "RGBA": 3, "P": 4, "1": 5}
 _CODE_MODES = {code: mode for mode, code in MODE_CODES.items()}
@@ -130,6 +156,9 @@ def _check_header(h: Header) -> None:
         raise ValueError(f"metadata keys must be distinct, known and in order: {[k for k, _ in h.metadata]}")
     if any(not 0 < len(v) <= MAX_METADATA_ENTRY for _, v in h.metadata):
         raise ValueError("metadata values must be 1..2**24 bytes")
+    for k, v in h.metadata:
+        if k == "text":
+            png_text(v)
     if h.label is not None and not 0 <= h.label <= 254:
         raise ValueError(f"class label {h.label} out of range 0..254")
 
@@ -292,7 +321,13 @@ def _read_metadata(r: _Reader, empty_ok: bool) -> tuple[tuple[str, bytes], ...]:
         size = r.varint("metadata size")
         if not 1 <= size <= MAX_METADATA_ENTRY:
             raise FormatError(f"corrupt pxz file: metadata entry of {size} bytes (1..{MAX_METADATA_ENTRY})")
-        out.append((_CODE_METADATA[code], r.take(size, "metadata")))
+        key, value = _CODE_METADATA[code], r.take(size, "metadata")
+        if key == "text":
+            try:
+                png_text(value)
+            except ValueError as e:
+                raise FormatError(f"corrupt pxz file: {e}") from None
+        out.append((key, value))
     return tuple(out)
 
 

@@ -12,7 +12,7 @@ import json
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from pxzip.container import MAX_METADATA_ENTRY, METADATA_CODES
+from pxzip.container import MAX_METADATA_ENTRY, METADATA_CODES, png_keyword_ok, png_text
 from pxzip.errors import UnsupportedImageError
 
 XMP_PNG_KEY = "XML:com.adobe.xmp"  # how PNG carries XMP: an iTXt chunk with this keyword
@@ -39,7 +39,8 @@ def from_image(img: Image.Image) -> tuple[tuple[str, bytes], ...]:
     found = {key: _as_bytes(info.get(key)) for key in ("icc_profile", "exif", "xmp")}
     text = getattr(img, "text", None)  # PNG text chunks (PngImageFile, or an image pxzip decoded)
     if isinstance(text, dict):
-        text = {str(k): str(v) for k, v in text.items() if str(k) != XMP_PNG_KEY}
+        # keywords PNG cannot hold (a hand-made .text) are not kept: readers refuse them
+        text = {str(k): str(v) for k, v in text.items() if str(k) != XMP_PNG_KEY and png_keyword_ok(str(k))}
         if not found["xmp"] and XMP_PNG_KEY in img.text:
             found["xmp"] = _as_bytes(img.text[XMP_PNG_KEY])
         if text:
@@ -55,7 +56,7 @@ def apply(img: Image.Image, metadata: tuple[tuple[str, bytes], ...]) -> Image.Im
     """Put decoded entries back where Pillow's readers put them: info[...], and .text for PNG text."""
     for key, value in metadata:
         if key == "text":
-            text = json.loads(value.decode("utf-8"))
+            text = png_text(value)  # validated when the header was read
             img.info.update(text)
             img.text = text  # as PngImageFile.text: from_image reads it back
         else:
@@ -76,7 +77,7 @@ def save_options(fmt: str, metadata: tuple[tuple[str, bytes], ...]) -> tuple[dic
         kw["exif"] = entries["exif"]
     if fmt == "PNG" and ("text" in entries or "xmp" in entries):
         info = PngInfo()
-        for k, v in json.loads(entries.get("text", b"{}").decode("utf-8")).items():
+        for k, v in (png_text(entries["text"]) if "text" in entries else {}).items():
             info.add_text(k, v)  # tEXt when Latin-1 allows, else iTXt
         if "xmp" in entries:
             info.add_itxt(XMP_PNG_KEY, entries["xmp"].decode("utf-8", "replace"))

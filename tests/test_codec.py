@@ -117,6 +117,9 @@ def test_absurd_declared_sizes_are_refused_before_decoding(tiny_models, monkeypa
     monkeypatch.setenv("PXZIP_MAX_PIXELS", "10")
     with pytest.raises(pxzip.FormatError):
         pxzip.decompress(data, models)
+    monkeypatch.setenv("PXZIP_MAX_PIXELS", "lots")
+    with pytest.raises(pxzip.UsageError, match="PXZIP_MAX_PIXELS='lots': expected a whole number"):
+        pxzip.decompress(data, models)
     with pytest.raises(ValueError):
         codec.choose_tile_log2(5000, 3, 0)
 
