@@ -146,8 +146,13 @@ def _load_file(path: Path) -> np.ndarray:
                     raise UnsupportedImageError(f"{path}: {im.mode} images are not 8-bit")
                 return np.asarray(im.convert("L"), dtype=np.uint8).copy()
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except UnsupportedImageError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise UnsupportedImageError(f"cannot read image {path}: {e}") from None
+    except Exception as e:  # Pillow raises anything on hostile files (bomb errors, struct.error, ...)
+        detail = " ".join(str(e).split()) or type(e).__name__
+        raise UnsupportedImageError(f"cannot read image {path}: {detail}") from None
 
 
 def file_items(paths: Sequence[str | Path], limit: int | None = None) -> tuple[list[Item], dict]:
@@ -452,6 +457,11 @@ def run(
         raise UsageError(f"--batch must be >= 1, got {batch}")
     if jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {jobs}")
+    for it in items:  # a bad --tile fails now, not after every image has been coded
+        try:
+            codec.choose_tile_log2(*it.pixels.shape[:2], tile)
+        except ValueError as e:
+            raise UsageError(f"--tile {tile}: {e} ({it.name})") from None
     per_item = resolve_models(items, models)
     given = list({m.sha256: m for m in per_item}.values())
     n = len(items)
@@ -687,8 +697,16 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
+def report_json(report: dict) -> bytes:
+    """The report as JSON bytes (what --json writes)."""
+    return (json.dumps(report, indent=1, allow_nan=False) + "\n").encode()
+
+
 def write_json(report: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
+    Path(path).write_bytes(report_json(report))
+
+
+PLOT_FORMATS = ("png", "pdf", "svg")  # --plot file types (by suffix)
 
 
 def check_plot_available() -> None:
@@ -698,8 +716,9 @@ def check_plot_available() -> None:
         raise UsageError("--plot needs matplotlib (pip install matplotlib, or pxzip[bench])") from None
 
 
-def plot(report: dict, path: str | Path) -> None:
-    """Histogram of per-image bits/dim (whole files) for pxzip and each baseline, saved to path."""
+def plot(report: dict, path: str | Path, fmt: str | None = None) -> None:
+    """Histogram of per-image bits/dim (whole files) for pxzip and each baseline, saved to path
+    (fmt: one of PLOT_FORMATS; default: the path's suffix)."""
     check_plot_available()
     import matplotlib
 
@@ -718,7 +737,7 @@ def plot(report: dict, path: str | Path) -> None:
     ax.set_title(f"pxzip bench: {report['dataset']}, {report['n']} images")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format=fmt)
     plt.close(fig)
 
 

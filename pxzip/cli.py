@@ -664,6 +664,11 @@ def bench(
     names = B.parse_baselines(baselines)
     if plot_path:
         B.check_plot_available()
+        if Path(plot_path).suffix.lower()[1:] not in B.PLOT_FORMATS:
+            raise UsageError(f"--plot {plot_path}: use a .png, .pdf or .svg file name")
+    for path in (json_path, plot_path):  # before the long run, not after it
+        if path and not Path(path).resolve().parent.is_dir():
+            raise UsageError(f"cannot write {path}: no such folder")
     ctx = click.get_current_context()
     cifar_opts = [o for o in ("data_dir", "download", "split") if ctx.get_parameter_source(o).name == "COMMANDLINE"]
     items, dataset, source = B.load_sources(sources, data_dir, download, split, limit, cifar_opts)
@@ -671,10 +676,11 @@ def bench(
         items, list(model_names), names, batch=batch, tile=tile, dataset=dataset, source=source, jobs=jobs, label=label
     )
     click.echo(B.format_report(report))
-    if json_path:
-        B.write_json(report, json_path)
+    if json_path:  # temp file + rename: never a partial report
+        write_atomic(json_path, B.report_json(report), force=True)
     if plot_path:
-        B.plot(report, plot_path)
+        fmt = Path(plot_path).suffix.lower()[1:]
+        write_atomic(plot_path, None, force=True, save=lambda tmp: B.plot(report, tmp, fmt))
     if report["n_errors"]:
         _err(f"{report['n_errors']} of {report['n']} images did not round-trip exactly")
         sys.exit(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import shutil
 import sys
 import tarfile
 import tempfile
@@ -184,6 +185,9 @@ def download_cifar10(
     fd, tmp_name = tempfile.mkstemp(prefix=".cifar10-", suffix=".part", dir=root)
     os.close(fd)
     tmp = Path(tmp_name)
+    # extracted into a staging folder and moved into place whole: an extraction that fails midway
+    # (disk full) leaves no partial batches folder that a later run would take for the data set
+    staging = Path(tempfile.mkdtemp(prefix=".cifar10-extract-", dir=root))
     try:
         _fetch(url, tmp, md5, progress)
         try:
@@ -192,13 +196,23 @@ def download_cifar10(
                 # Check every member before writing anything, so a bad archive leaves no files.
                 _check_members(members)
                 if hasattr(tarfile, "data_filter"):
-                    tar.extractall(root, members=members, filter="data")
+                    tar.extractall(staging, members=members, filter="data")
                 else:  # pragma: no cover - Python without extraction filters
-                    tar.extractall(root, members=members)
+                    tar.extractall(staging, members=members)
         except tarfile.TarError as e:
             raise UsageError(f"{url} is not a readable tar archive: {e}") from e
+        except OSError as e:
+            raise UsageError(f"cannot extract CIFAR-10 into {root}: {e.strerror or e}") from None
+        found = _batches_dir(staging)
+        if found is None or found[0] == staging:
+            raise UsageError(f"{url}: the archive holds no {BIN_DIR}/ or {PY_DIR}/ folder of CIFAR-10 batches")
+        target = root / found[0].name
+        if target.exists():
+            raise UsageError(f"{target} exists but holds no CIFAR-10 batches: remove it and download again")
+        os.replace(found[0], target)
     finally:
         tmp.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
     found = _batches_dir(root)
     if found is None:
         raise _not_found(root)
@@ -223,8 +237,18 @@ def image_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _load_image(path: Path, gray: bool) -> np.ndarray:
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("L" if gray else "RGB"), dtype=np.uint8)
+    from pxzip.errors import UsageError
+
+    try:
+        with Image.open(path) as im:
+            if im.mode.startswith(("I", "F")):  # 16/32-bit: convert() would clip, not what pxzip codes
+                raise UsageError(f"training image {path} is {im.mode} (16/32-bit): pxzip models 8-bit images")
+            arr = np.asarray(im.convert("L" if gray else "RGB"), dtype=np.uint8)
+    except UsageError:
+        raise
+    except Exception as e:  # Pillow raises anything on a damaged file (truncated, not an image, ...)
+        detail = " ".join(str(e).split()) or type(e).__name__
+        raise UsageError(f"cannot read training image {path}: {detail}") from None
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +149,13 @@ class Trainer:
 
         with safe_open(str(path), "pt") as f:
             meta = f.metadata()
+        have, want = ModelConfig.from_json(meta["model_config"]), self.model.cfg
+        # the one change a resume may make: an unconditional run goes on as a conditional one
+        if have != want and (have.num_classes or replace(have, num_classes=want.num_classes) != want):
+            diff = ", ".join(
+                f"{k} {v} (this run {getattr(want, k)})" for k, v in asdict(have).items() if v != getattr(want, k)
+            )
+            raise ValueError(f"checkpoint {path} is another model: {diff}")
         t = load_file(str(path))
         saved = {k[6:]: v for k, v in t.items() if k.startswith("model.")}
         # an unconditional checkpoint resumed as a conditional model: the class biases (registered
@@ -282,6 +289,8 @@ def batches_from_array(
     """
     g = np.random.default_rng(seed)
     n = len(images_nchw)
+    if not 1 <= batch_size <= n:
+        raise ValueError(f"batch size {batch_size} must be 1..{n} (the training images)")
     while True:
         perm = torch.from_numpy(g.permutation(n))
         for i in range(0, n - batch_size + 1, batch_size):
@@ -291,6 +300,22 @@ def batches_from_array(
                 continue
             drop = torch.from_numpy(g.random(batch_size) < label_dropout)
             yield images_nchw[idx], torch.where(drop, null_label, labels[idx].long())
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The optimiser step a checkpoint was written at (read from its header alone)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return int(f.metadata()["step"])
+
+
+def stream_seed(seed: int, rank: int, step: int) -> int:
+    """Seed of the batch stream (and dropout) of a run starting at `step`: a resumed run must not
+    replay the batches its first run began with, and each rank draws its own."""
+    if step == 0:
+        return seed + rank
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
 
 
 def build(model_cfg: ModelConfig, seed: int) -> PixelCNN:

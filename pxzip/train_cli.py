@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,12 @@ def _cifar(data_dir: str | None, download: bool, gray: bool, url: str | None):
     return x[:-1000], x[-1000:], y[:-1000], y[-1000:]  # the last 1000 training images are the held-out set
 
 
-def _folder(paths: tuple[str, ...], crop: int, gray: bool, seed: int, batch: int):
+def _one_line(e: Exception) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+def _folder(paths: tuple[str, ...], crop: int, gray: bool, seed: int, batch: int, held_seed: int):
     from pxzip import data
 
     files = data.image_files(paths)
@@ -39,7 +45,7 @@ def _folder(paths: tuple[str, ...], crop: int, gray: bool, seed: int, batch: int
     held = files[::10]
     train = [f for f in files if f not in held]
     it = iter(data.RandomCrops(train, crop, gray=gray, seed=seed))
-    held_x = torch.stack(list(data.RandomCrops(held, crop, gray=gray, seed=seed + 1, length=500, flip=False)))
+    held_x = torch.stack(list(data.RandomCrops(held, crop, gray=gray, seed=held_seed, length=500, flip=False)))
 
     def batches():
         while True:
@@ -54,40 +60,56 @@ def _folder(paths: tuple[str, ...], crop: int, gray: bool, seed: int, batch: int
 @click.option("--download", is_flag=True, help="download and verify the official CIFAR-10 archive first")
 @click.option("--url", help="CIFAR-10 archive URL (for mirrors and tests)")
 @click.option("--images", multiple=True, help="image files/folders to train on random crops of (one in ten held out)")
-@click.option("--crop", default=32, help="crop side for --images")
+@click.option("--crop", type=click.IntRange(min=2), default=32, help="crop side for --images")
 @click.option("--gray", is_flag=True, help="train a grayscale (1-channel) model")
 @click.option("--arch", type=click.Choice(["pixelcnnpp", "gated"]), default="pixelcnnpp")
 @click.option("--filters", default=48, help="num_filters")
 @click.option("--blocks", default=4, help="num_resnet")
 @click.option("--mix", default=5, help="num_logistic_mix")
 @click.option("--kernel", default=3, help="kernel_size (odd)")
-@click.option("--dropout", default=0.0, help="dropout_p")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, help="dropout_p")
 @click.option("--conditional", is_flag=True, help="class-conditional on the CIFAR-10 label (labels stored in files)")
-@click.option("--label-dropout", default=0.5, help="--conditional: fraction of images shown without their label")
-@click.option("--batch", default=32)
+@click.option(
+    "--label-dropout",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    help="--conditional: fraction of images shown without their label",
+)
+@click.option("--batch", type=click.IntRange(min=1), default=32)
 @click.option("--lr", default=2e-3)
 @click.option("--lr-decay", default=0.99995, help="per step")
 @click.option("--ema", default=0.999)
-@click.option("--steps", default=10_000, help="maximum optimiser steps")
-@click.option("--minutes", default=0.0, help="maximum wall time (0 = none)")
+@click.option("--steps", type=click.IntRange(min=1), default=10_000, help="maximum optimiser steps")
+@click.option("--minutes", type=click.FloatRange(min=0), default=0.0, help="maximum wall time (0 = none)")
 @click.option("--bf16/--no-bf16", default=True, help="bf16 autocast")
 @click.option("--channels-last/--no-channels-last", default=True)
 @click.option("--device", default="cpu")
-@click.option("--threads", default=0, help="torch threads (0 = default)")
+@click.option("--threads", type=click.IntRange(min=0), default=0, help="torch threads (0 = default)")
 @click.option("--seed", default=0)
 @click.option("--init", "init_from", help="start from this model file's float weights (fine-tuning)")
 @click.option("--out", "out_dir", default="runs/default", help="checkpoints, log and the exported model")
 @click.option("--name", default=None, help="model name stored in the exported file (default: out folder name)")
 @click.option("--resume", is_flag=True, help="continue from OUT/checkpoint.safetensors")
-@click.option("--eval-every", default=1000)
+@click.option("--eval-every", type=click.IntRange(min=1), default=1000)
 @click.option(
-    "--samples", default=0, help="images in a grid OUT/samples/step-N.png drawn at each evaluation (0 = none)"
+    "--samples",
+    type=click.IntRange(min=0),
+    default=0,
+    help="images in a grid OUT/samples/step-N.png drawn at each evaluation (0 = none)",
 )
 def train(**o) -> None:
     """Train a PixelCNN and export it (float + exact integer weights) to OUT/model.safetensors."""
     from pxzip import zoo
     from pxzip.config import ModelConfig
-    from pxzip.train import TrainConfig, Trainer, batches_from_array, build, init_distributed
+    from pxzip.train import (
+        TrainConfig,
+        Trainer,
+        batches_from_array,
+        build,
+        checkpoint_step,
+        init_distributed,
+        stream_seed,
+    )
 
     if o["threads"]:
         torch.set_num_threads(o["threads"])
@@ -95,21 +117,34 @@ def train(**o) -> None:
         raise UsageError("choose one data source: --cifar10 or --images PATH")
     if o["conditional"] and not o["use_cifar"]:
         raise UsageError("--conditional needs labelled data: --cifar10")
-    if not 0.0 <= o["label_dropout"] <= 1.0:
-        raise UsageError("--label-dropout must be in 0..1")
+    try:
+        dev = torch.device(o["device"])
+    except RuntimeError:
+        raise UsageError(f"--device {o['device']!r}: not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: this machine has no CUDA GPU that torch can use")
     rank, world, _ = init_distributed(o["device"])  # (0, 1) unless started by torchrun
-    seed = o["seed"] + rank  # each rank draws different batches; the weights start equal (DDP)
+    ckpt = Path(o["out_dir"]) / "checkpoint.safetensors"
+    resuming = o["resume"] and ckpt.exists()
+    try:
+        start = checkpoint_step(ckpt) if resuming else 0
+    except Exception as e:  # not a checkpoint at all: safetensors, JSON or key errors
+        raise UsageError(f"cannot resume from {ckpt}: {_one_line(e)}") from None
+    # each rank draws different batches (the weights start equal: DDP); a resumed run new ones
+    seed = stream_seed(o["seed"], rank, start)
     if o["use_cifar"]:
         if o["download"] and world > 1:
             raise UsageError("--download once before starting torchrun")
         train_x, held, train_y, held_y = _cifar(o["data_dir"], o["download"], o["gray"], o["url"])
+        if not o["batch"] <= len(train_x):
+            raise UsageError(f"--batch {o['batch']} is more than the {len(train_x)} training images")
         if o["conditional"]:
             null = CIFAR10_CLASSES  # ModelConfig.null_label
             batches = batches_from_array(train_x, o["batch"], seed, train_y, null, o["label_dropout"])
         else:
             batches = batches_from_array(train_x, o["batch"], seed)
-    else:
-        batches, held = _folder(o["images"], o["crop"], o["gray"], seed, o["batch"])
+    else:  # the held-out crops stay the same in every run of a model (comparable evaluations)
+        batches, held = _folder(o["images"], o["crop"], o["gray"], seed, o["batch"], held_seed=o["seed"] + 1)
     try:
         mc = ModelConfig(
             arch=o["arch"],
@@ -151,9 +186,12 @@ def train(**o) -> None:
     on_eval = _sample_grids(o["samples"], held.shape[2], held.shape[3]) if o["samples"] else None
     held_data = (held[:500], held_y[:500]) if o["conditional"] else held[:500]
     trainer = Trainer(model, tc, batches, held_data, on_eval)
-    ckpt = Path(o["out_dir"]) / "checkpoint.safetensors"
-    if o["resume"] and ckpt.exists():
-        trainer.resume(ckpt)
+    if resuming:
+        try:
+            trainer.resume(ckpt)
+        except Exception as e:  # another model's checkpoint (size mismatch, missing tensors), damaged file
+            raise UsageError(f"cannot resume from {ckpt}: {_one_line(e)}") from None
+        torch.manual_seed(seed)  # dropout, too, goes on with fresh randomness
     if rank == 0:
         what = f"{mc.arch} ({model.num_parameters():,} parameters)"
         ddp = f" on {world} processes (batch {o['batch']} each)" if world > 1 else ""
@@ -194,16 +232,19 @@ def _sample_grids(count: int, height: int, width: int):
 
 @click.command()
 @click.option("-m", "--model", "model_name", default="pxz-rgb-cifar", help="model name or file")
-@click.option("-n", "--count", default=16, help="images to draw")
-@click.option("--size", default=32, help="image side")
+@click.option("-n", "--count", type=click.IntRange(min=1), default=16, help="images to draw")
+@click.option("--size", type=click.IntRange(min=1), default=32, help="image side")
 @click.option("--seed", default=0)
 @click.option("-o", "--output", default="samples.png", help="grid PNG to write")
 @click.option("--label", type=int, default=None, help="class-conditional models: draw this class")
 @click.option("--per-class", is_flag=True, help="class-conditional models: one grid row per class (COUNT per row)")
 def sample(model_name, count, size, seed, output, label, per_class) -> None:
     """Draw images from a model (exact decoder tables) into a grid PNG."""
+    from PIL import Image
+
     from pxzip import sample as smp
     from pxzip import zoo
+    from pxzip.cli import write_atomic
 
     m = zoo.load_model(model_name)
     classes = m.cfg.num_classes
@@ -211,12 +252,21 @@ def sample(model_name, count, size, seed, output, label, per_class) -> None:
         raise UsageError(f"model {m.name} is not class-conditional: --label and --per-class need one that is")
     if label is not None and not 0 <= label < classes:
         raise UsageError(f"--label must be in 0..{classes - 1}")
+    fmt = Image.registered_extensions().get(Path(output).suffix.lower())  # checked before the slow sampling
+    if fmt is None:
+        raise UsageError(f"-o {output}: use an image file name such as samples.png")
     t0 = time.time()
     if per_class:
         labels = np.repeat(np.arange(classes), count)
-        smp.grid(smp.sample(m, len(labels), size, size, seed, labels=labels), cols=count).save(output)
+        img = smp.grid(smp.sample(m, len(labels), size, size, seed, labels=labels), cols=count)
         count = len(labels)
     else:
         labels = None if label is None else np.full(count, label)
-        smp.grid(smp.sample(m, count, size, size, seed, labels=labels)).save(output)
+        img = smp.grid(smp.sample(m, count, size, size, seed, labels=labels))
+    buf = io.BytesIO()
+    try:
+        img.save(buf, format=fmt)
+    except Exception as e:  # e.g. a format that cannot hold RGB
+        raise UsageError(f"cannot write {output} as {fmt}: {_one_line(e)}") from None
+    write_atomic(output, buf.getvalue(), force=True)  # temp file + rename: never a partial grid
     print(f"{count} samples -> {output} in {time.time() - t0:.1f}s", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import sys
@@ -13,7 +14,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from pxzip import bench, codec, container, tables, zoo
+from pxzip import baselines, bench, codec, container, tables, zoo
 from pxzip.cli import cli
 from pxzip.errors import ChecksumError, UsageError
 from pxzip.exact import tile_params
@@ -271,9 +272,26 @@ def test_usage_errors(tmp_path, cifar_root, monkeypatch) -> None:
     usage([str(tmp_path), "--split", "train"], "--split can only be used with `pxzip bench cifar10`")
     usage([str(tmp_path / "missing")], "no such file or folder")
     usage([str(tmp_path)], "no images to benchmark")
+    c = ["cifar10", "--data-dir", str(cifar_root), "--limit", "1", "--baselines", "none"]
+    usage([*c, "--tile", "3"], "--tile 3: tile size must be 0 or a power of two")
+    usage([*c, "--json", str(tmp_path / "no" / "r.json")], "no such folder")
+    if importlib.util.find_spec("matplotlib"):
+        usage([*c, "--plot", str(tmp_path / "r.xyz")], "use a .png, .pdf or .svg file name")
+    (tmp_path / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # a broken PNG
+    result = runner.invoke(cli, ["bench", str(tmp_path / "bomb.png")])
+    assert result.exit_code != 0 and "Traceback" not in result.output and "cannot read image" in result.output
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     usage(["cifar10", "--data-dir", str(cifar_root), "--plot", str(tmp_path / "p.png")], "--plot needs matplotlib")
     assert bench.parse_baselines("none") == [] and bench.parse_baselines("png, webp") == ["png", "webp"]
+
+
+def test_a_baseline_that_cannot_code_an_image_is_skipped_whole() -> None:
+    """WebP refuses sides above 16383 pixels: the codec is left out of the report (with a warning),
+    not averaged over the images it could code, and nothing raises."""
+    images = [np.zeros((2, 3, 3), np.uint8), np.zeros((1, 16384, 3), np.uint8)]
+    with pytest.warns(UserWarning, match="codec webp skipped: it cannot code image 1"):
+        res = baselines.run_baselines(images, ["png", "webp"])
+    assert sorted(res) == ["png"] and res["png"]["n"] == 2 and res["png"]["n_exact"] == 2
 
 
 def test_default_models_missing(cifar_root) -> None:

@@ -201,6 +201,35 @@ def test_download_unsafe_member(tmp_path: Path, name: str) -> None:
     assert not (tmp_path / "evil.bin").exists()
 
 
+def test_a_failed_extraction_leaves_nothing_behind(tmp_path: Path, monkeypatch) -> None:
+    """Disk full halfway through: no partial batches folder that a later run would take for the
+    data set (it would skip the download and fail, or train on part of CIFAR-10)."""
+    archive, md5 = _archive(tmp_path)
+    root = tmp_path / "dl"
+    real = tarfile.TarFile.extractall
+
+    def disk_full(self, path, *args, **kw):
+        real(self, path, *args, **kw)  # the files are written ... then the disk fills up
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", disk_full)
+    with pytest.raises(UsageError, match="cannot extract CIFAR-10 into .*No space left on device"):
+        data.download_cifar10(root, url=archive.as_uri(), md5=md5, progress=False)
+    assert list(root.iterdir()) == []
+    monkeypatch.setattr(tarfile.TarFile, "extractall", real)
+    folder = data.download_cifar10(root, url=archive.as_uri(), md5=md5, progress=False)
+    assert folder == root / data.BIN_DIR and sorted(p.name for p in root.iterdir()) == [data.BIN_DIR]
+
+
+def test_unreadable_training_images_are_one_line_errors(tmp_path: Path) -> None:
+    (tmp_path / "empty.png").write_bytes(b"")
+    Image.fromarray(np.zeros((4, 4), np.uint16)).save(tmp_path / "deep.png")
+    with pytest.raises(UsageError, match="cannot read training image .*empty.png"):
+        data.RandomCrops([tmp_path / "empty.png"], 2)
+    with pytest.raises(UsageError, match="deep.png is I;16 .16/32-bit."):
+        data.RandomCrops([tmp_path / "deep.png"], 2)
+
+
 def test_download_symlink_member(tmp_path: Path) -> None:
     path = tmp_path / "src" / "link.tar.gz"
     path.parent.mkdir()

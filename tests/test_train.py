@@ -79,6 +79,76 @@ def test_train_needs_one_data_source(tmp_path):
     assert res.exit_code == 2
 
 
+def test_a_resumed_run_draws_new_batches(tmp_path, monkeypatch):
+    """A resumed run must not replay the batches its first run began with (short sessions would
+    train on the same opening batches again and again); the same resume draws the same ones."""
+    from pxzip import train as train_mod
+
+    seeds = []
+    real = train_mod.batches_from_array
+    monkeypatch.setattr(
+        train_mod, "batches_from_array", lambda x, b, seed, *a: seeds.append(seed) or real(x, b, seed, *a)
+    )
+    data = fake_cifar(tmp_path / "data")
+    out = tmp_path / "run"
+    invoke("train", "--cifar10", "--data-dir", data, "--steps", "2", "--out", out, *TINY)
+    ckpt = (out / "checkpoint.safetensors").read_bytes()
+    for _ in range(2):
+        (out / "checkpoint.safetensors").write_bytes(ckpt)
+        invoke("train", "--cifar10", "--data-dir", data, "--steps", "4", "--out", out, "--resume", *TINY)
+    assert seeds[0] == 0 and seeds[1] == seeds[2] != seeds[0]
+    first = next(real(torch_x := train_mod.torch.arange(1000).view(1000, 1, 1, 1), 4, seeds[0]))
+    assert not train_mod.torch.equal(first, next(real(torch_x, 4, seeds[1])))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch", "0"], "Invalid value for '--batch'"),
+        (["--eval-every", "0"], "Invalid value for '--eval-every'"),
+        (["--dropout", "1.5"], "Invalid value for '--dropout'"),
+        (["--samples", "-1"], "Invalid value for '--samples'"),
+        (["--batch", "9"], "--batch 9 is more than the 8 training images"),
+        (["--device", "nonsense"], "--device 'nonsense': not a torch device"),
+    ],
+)
+def test_bad_training_options_are_one_line_errors(tmp_path, args, message):
+    data = fake_cifar(tmp_path / "data")
+    res = CliRunner().invoke(cli, ["train", "--cifar10", "--data-dir", str(data), "--out", str(tmp_path / "r"), *args])
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit), res.output
+    assert message in res.stderr and "Traceback" not in res.output
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_device_cuda_without_a_gpu(tmp_path):
+    data = fake_cifar(tmp_path / "data")
+    res = CliRunner().invoke(cli, ["train", "--cifar10", "--data-dir", str(data), "--device", "cuda"])
+    assert res.exit_code == 2 and "no CUDA GPU" in res.stderr, res.output
+
+
+def test_resuming_another_models_checkpoint_is_a_usage_error(tmp_path):
+    data = fake_cifar(tmp_path / "data")
+    out = tmp_path / "run"
+    invoke("train", "--cifar10", "--data-dir", data, "--steps", "2", "--out", out, *TINY)
+    args = ["train", "--cifar10", "--data-dir", str(data), "--steps", "4", "--out", str(out), "--resume", *TINY]
+    res = CliRunner().invoke(cli, [*args, "--filters", "12"])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1, res.output
+    assert "is another model: num_filters 8 (this run 12)" in res.stderr
+    (out / "checkpoint.safetensors").write_bytes(b"not a checkpoint")
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2 and res.stderr.startswith("pxzip: cannot resume from") and res.stderr.count("\n") == 1
+
+
+def test_sample_output_errors(tmp_path, tiny_models):
+    model = str(tiny_models["dir"] / "tiny-pp-rgb.safetensors")
+    for out, message in [(tmp_path / "x.xyz", "use an image file name"), (tmp_path / "no" / "x.png", "cannot write")]:
+        res = CliRunner().invoke(cli, ["sample", "-m", model, "-n", "1", "--size", "2", "-o", str(out)])
+        assert res.exit_code == 2 and message in res.stderr and res.stderr.count("\n") == 1, res.output
+    res = CliRunner().invoke(cli, ["sample", "-m", model, "-n", "0"])
+    assert res.exit_code == 2 and "Invalid value for '-n'" in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def _photo_folder(path, n=3):
     path.mkdir()
     rng = np.random.default_rng(2)
@@ -158,7 +228,7 @@ def test_unconditional_checkpoint_resumes_as_conditional(tmp_path):
     assert tr.sched.get_last_lr()[0] == pytest.approx(lr * 0.25)
     assert tr.step == 4 and any(float(p.detach().abs().max()) > 0 for p in cond.class_bias.values())
     broken = build(ModelConfig(num_filters=12, num_resnet=1, num_logistic_mix=2), 0)
-    with pytest.raises(RuntimeError, match="size mismatch"):
+    with pytest.raises(ValueError, match=r"is another model: num_filters 8 \(this run 12\)"):
         Trainer(broken, tc4, batches_from_array(x, 4, 0), x[:8]).resume(tmp_path / "checkpoint.safetensors")
 
 
