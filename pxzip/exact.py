@@ -21,6 +21,7 @@ products; `exact_mode()` also switches cuDNN off.
 from __future__ import annotations
 
 import contextlib
+import math
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from pxzip.model import PixelCNN, pad_for
 CLAMP = 2**20  # |activation| bound (integers), i.e. 1024.0 at 10 fractional bits
 EXACT_LIMIT = 2**52  # every partial sum must stay below this to be exact in float64
 MAX_SHIFT = 24  # largest per-channel weight scale exponent at export
+MIN_SHIFT = -64  # smallest one a model file may hold (export gives < 0 only for weights >= 2**10)
 LUT_RANGE = {"tanh": 8, "sig": 16, "elu": 16}  # input range (in units of 1.0) beyond which the function is flat
 
 
@@ -68,7 +70,11 @@ class ExactLayer:
         self.b = b.to(torch.float64).view(1, -1, 1, 1)
         self.cb = None if cb is None else cb.to(torch.float64).contiguous()
         self.shift = shift.to(torch.int64)
-        self.mult = torch.pow(2.0, -self.shift.to(torch.float64)).view(1, -1, 1, 1)
+        if len(self.shift) and not (MIN_SHIFT <= int(self.shift.min()) and int(self.shift.max()) <= MAX_SHIFT):
+            raise ValueError(f"weight scale exponents must be in {MIN_SHIFT}..{MAX_SHIFT}")
+        # 2**-shift exactly: math.ldexp is exact, a vectorised pow need not be on every platform
+        mult = [math.ldexp(1.0, -k) for k in self.shift.tolist()]
+        self.mult = torch.tensor(mult, dtype=torch.float64).view(1, -1, 1, 1)
         # one-position matmuls (kh == 1 layers: the horizontal stream) read channels-last windows
         # (kw, cin) flattened, so the weight matrix is (kw*cin, cout) in that order
         self.wpos = self.w[:, :, 0].permute(2, 1, 0).reshape(-1, self.w.shape[0]).contiguous()
@@ -165,6 +171,27 @@ class ExactModel:
                 raise ValueError(f"layer {name}: partial sums may reach {float(worst.max()):.3g} >= 2**52")
             if (layer.w != torch.round(layer.w)).any() or (layer.b != torch.round(layer.b)).any():
                 raise ValueError(f"layer {name}: weights are not integers")
+            # the gated model is causal through its weights: a nonzero masked weight would let the
+            # encoder's pass see channels of the current pixel that the decoder has not decoded yet
+            if spec.mask and (layer.w * (1 - network.conv_mask(spec, self.cfg).to(layer.w))).any():
+                raise ValueError(f"layer {name}: weights break the causal mask")
+        self._check_luts()
+
+    def _check_luts(self) -> None:
+        """The lookup tables keep the ranges tables.py's bounds and positivity rely on (a model file
+        is data: a damaged or hand-made table must not turn into negative symbol frequencies)."""
+        s, one = self.s, 1 << 24
+        ranges = {"tanh": (-s, s), "sig": (0, s), "elu": (-s, 0), "cdf": (0, one), "inv_scale": (0, 1 << 27)}
+        ranges["exp"] = (0, one)
+        for key, (lo, hi) in ranges.items():
+            v = self.luts[key]
+            if len(v) and (v.min() < lo or v.max() > hi):
+                raise ValueError(f"lookup table {key} leaves {lo}..{hi}")
+        for key in ("cdf", "exp"):  # CDF differences are bin masses: they must not be negative
+            if (np.diff(self.luts[key]) < 0).any():
+                raise ValueError(f"lookup table {key} is not non-decreasing")
+        if len(self.luts["elu"]) and self.luts["elu"][-1] != 0:  # IntArith.elu adds x's positive part to it
+            raise ValueError("lookup table elu is not 0 at 0")
 
     def lane_biases(self, labels: torch.Tensor | None, batch: int = 1) -> dict[str, torch.Tensor]:
         """Layer name -> integer bias of each lane, (B, cout) or (1, cout) where every lane shares it.

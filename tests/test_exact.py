@@ -178,6 +178,44 @@ def test_export_rejects_weights_that_could_overflow():
         em.check_bounds()
 
 
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda t: t["lut.cdf"].__setitem__(len(t["lut.cdf"]) // 2, 5), "cdf is not non-decreasing"),
+        (lambda t: t["lut.cdf"].__setitem__(-1, (1 << 24) + 1), "cdf leaves"),
+        (lambda t: t["lut.inv_scale"].__setitem__(3, -1), "inv_scale leaves"),
+        (lambda t: t["lut.exp"].__setitem__(0, -2), "exp leaves"),
+        (lambda t: t["lut.tanh"].__setitem__(0, -(1 << 12)), "tanh leaves"),
+        (lambda t: t["lut.elu"].__setitem__(-1, 1), "elu leaves|elu is not 0"),
+        (lambda t: t["exact.v_in.shift"].__setitem__(0, 99), "scale exponents"),
+    ],
+)
+def test_a_model_file_with_damaged_tables_is_refused(damage, match):
+    """A model file is data: tables that would give negative symbol frequencies (which the coder
+    accepts, writing a file that cannot be decoded) or inexact scales are refused at load."""
+    em = ExactModel.from_float(small("pixelcnnpp", 3, f=8).float())
+    state = {k: v.clone() for k, v in em.state().items()}
+    ExactModel.from_state(em.cfg, state)  # intact: loads
+    damage(state)
+    with pytest.raises(ValueError, match=match):
+        ExactModel.from_state(em.cfg, state)
+
+
+def test_gated_weights_must_respect_the_causal_mask():
+    """The Gated PixelCNN is causal through zero weights at the current pixel's tap: a model file
+    whose red outputs read the current pixel's blue channel would make the encoder's tables differ
+    from the decoder's, so it is refused."""
+    from pxzip import network
+
+    em = ExactModel.from_float(small("gated", 3, f=6).float())
+    spec = em.specs["h_in"]
+    mask = network.conv_mask(spec, em.cfg)
+    co, ci = [int(v) for v in (mask[:, :, spec.top, spec.left] == 0).nonzero()[0]]
+    em.layers["h_in"].w[co, ci, spec.top, spec.left] = 5.0
+    with pytest.raises(ValueError, match="h_in: weights break the causal mask"):
+        em.check_bounds()
+
+
 def test_model_file_round_trip(tmp_path, tiny_models):
     from pxzip import zoo
 
