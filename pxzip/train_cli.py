@@ -42,6 +42,9 @@ def _folder(paths: tuple[str, ...], crop: int, gray: bool, seed: int, batch: int
     files = data.image_files(paths)
     if len(files) < 2:
         raise UsageError("need at least 2 training images (one in ten is held out)")
+    kodak = [f for f in files if f.name.lower().startswith("kodim")]
+    if kodak:  # a test set: results on it would no longer be honest
+        click.echo(f"warning: training on {len(kodak)} Kodak test images ({kodak[0]}, ...)", err=True)
     held = files[::10]
     train = [f for f in files if f not in held]
     it = iter(data.RandomCrops(train, crop, gray=gray, seed=seed))

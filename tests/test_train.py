@@ -157,6 +157,14 @@ def _photo_folder(path, n=3):
     return path
 
 
+def test_training_on_kodak_images_warns(tmp_path):
+    folder = _photo_folder(tmp_path / "imgs")
+    (folder / "0.png").rename(folder / "kodim01.png")
+    args = ["--images", folder, "--crop", "6", "--steps", "1", "--out", tmp_path / "run", *TINY]
+    res = invoke("train", *args)
+    assert "warning: training on 1 Kodak test images" in res.stderr
+
+
 def test_sample_grid_at_each_evaluation(tmp_path):
     folder = _photo_folder(tmp_path / "imgs")
     out = tmp_path / "run"
