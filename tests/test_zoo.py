@@ -15,6 +15,7 @@ def test_registry_models_are_installed_and_pass_their_hash_check():
     for name, sha in reg.items():
         m = zoo.load_model(name)
         assert m.sha256 == sha and m.id == bytes.fromhex(sha[:4])
+    assert len({sha[:4] for sha in reg.values()}) == len(reg), "a file names its model by 2 bytes: keep them distinct"
 
 
 @pytest.mark.parametrize("shape", [(3, 4, 3), (4, 3), (2, 3, 4)])
