@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from PIL import Image, features
 
+from pxzip.errors import describe
+
 # Every name run_baselines understands, available or not on this machine.
 KNOWN_CODECS = ("png", "webp", "jxl-e7", "jxl-e9")
 
@@ -159,8 +161,7 @@ def run_baselines(images: Sequence[np.ndarray], names: Iterable[str] = ("png", "
                 t1 = time.perf_counter()
                 decoded = codec.decode(data)
             except Exception as e:  # a codec's own limit (WebP: 16383 pixels a side): no partial mean
-                detail = " ".join(str(e).split()) or type(e).__name__
-                warnings.warn(f"codec {name} skipped: it cannot code image {k} ({detail})", stacklevel=2)
+                warnings.warn(f"codec {name} skipped: it cannot code image {k} ({describe(e)})", stacklevel=2)
                 break
             t2 = time.perf_counter()
             enc_s += t1 - t0

@@ -78,7 +78,7 @@ import torch
 
 from pxzip import baselines as baselines_mod
 from pxzip import codec, container, data, zoo
-from pxzip.errors import UsageError
+from pxzip.errors import UsageError, describe
 
 SCHEMA = "pxzip-bench-1"
 DEFAULT_BASELINES = ("png", "webp", "jxl-e7")
@@ -134,7 +134,7 @@ def cifar_items(
 
 
 def _load_file(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     from pxzip.errors import UnsupportedImageError
 
@@ -148,11 +148,8 @@ def _load_file(path: Path) -> np.ndarray:
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except UnsupportedImageError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise UnsupportedImageError(f"cannot read image {path}: {e}") from None
     except Exception as e:  # Pillow raises anything on hostile files (bomb errors, struct.error, ...)
-        detail = " ".join(str(e).split()) or type(e).__name__
-        raise UnsupportedImageError(f"cannot read image {path}: {detail}") from None
+        raise UnsupportedImageError(f"cannot read image {path}: {describe(e)}") from None
 
 
 def file_items(paths: Sequence[str | Path], limit: int | None = None) -> tuple[list[Item], dict]:

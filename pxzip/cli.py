@@ -15,7 +15,7 @@ import click
 import numpy as np
 
 from pxzip import codec, container, metadata, zoo
-from pxzip.errors import PxzError, UnsupportedImageError, UsageError
+from pxzip.errors import PxzError, UnsupportedImageError, UsageError, describe
 from pxzip.train_cli import sample as sample_cmd
 from pxzip.train_cli import train as train_cmd
 
@@ -309,8 +309,7 @@ def _open_image(raw: bytes):
     except UnidentifiedImageError:  # its message names a BytesIO object, useless to the user
         raise UnsupportedImageError("not an image file (or a format Pillow cannot read)") from None
     except Exception as e:  # Pillow's plugins raise anything on hostile input (struct.error, bomb errors, ...)
-        detail = " ".join(str(e).split()) or type(e).__name__
-        raise UnsupportedImageError(f"cannot read image: {detail}") from None
+        raise UnsupportedImageError(f"cannot read image: {describe(e)}") from None
     if narrowed:
         raise UnsupportedImageError(f"{img.mode} image with 16-bit samples is not supported (pxzip codes 8-bit images)")
     if frames > 1:
@@ -547,8 +546,7 @@ def _write_image(inp, out, img, data: bytes, header, fmt: str, kw: dict, force: 
         except OSError:
             raise  # write_atomic reports it (disk full, ...)
         except Exception as e:  # an encoder's own limit (WebP: 16383 pixels a side, ...): one line
-            detail = " ".join(str(e).split()) or type(e).__name__
-            raise PxzError(f"cannot write {out} as {fmt}: {detail}") from None
+            raise PxzError(f"cannot write {out} as {fmt}: {describe(e)}") from None
 
     if out == "-":
         buf = io.BytesIO()
@@ -662,9 +660,10 @@ def bench(
     if threads:
         torch.set_num_threads(threads)
     names = B.parse_baselines(baselines)
+    plot_fmt = Path(plot_path).suffix.lower()[1:] if plot_path else None
     if plot_path:
         B.check_plot_available()
-        if Path(plot_path).suffix.lower()[1:] not in B.PLOT_FORMATS:
+        if plot_fmt not in B.PLOT_FORMATS:
             raise UsageError(f"--plot {plot_path}: use a .png, .pdf or .svg file name")
     for path in (json_path, plot_path):  # before the long run, not after it
         if path and not Path(path).resolve().parent.is_dir():
@@ -679,8 +678,7 @@ def bench(
     if json_path:  # temp file + rename: never a partial report
         write_atomic(json_path, B.report_json(report), force=True)
     if plot_path:
-        fmt = Path(plot_path).suffix.lower()[1:]
-        write_atomic(plot_path, None, force=True, save=lambda tmp: B.plot(report, tmp, fmt))
+        write_atomic(plot_path, None, force=True, save=lambda tmp: B.plot(report, tmp, plot_fmt))
     if report["n_errors"]:
         _err(f"{report['n_errors']} of {report['n']} images did not round-trip exactly")
         sys.exit(1)

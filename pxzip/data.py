@@ -237,7 +237,7 @@ def image_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _load_image(path: Path, gray: bool) -> np.ndarray:
-    from pxzip.errors import UsageError
+    from pxzip.errors import UsageError, describe
 
     try:
         with Image.open(path) as im:
@@ -247,8 +247,7 @@ def _load_image(path: Path, gray: bool) -> np.ndarray:
     except UsageError:
         raise
     except Exception as e:  # Pillow raises anything on a damaged file (truncated, not an image, ...)
-        detail = " ".join(str(e).split()) or type(e).__name__
-        raise UsageError(f"cannot read training image {path}: {detail}") from None
+        raise UsageError(f"cannot read training image {path}: {describe(e)}") from None
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 

@@ -63,3 +63,9 @@ class ModelFileError(PxzError):
     """A weights file fails its hash check or carries bad metadata."""
 
     exit_code = 7
+
+
+def describe(e: BaseException) -> str:
+    """A foreign exception (Pillow, libwebp, ...) as one line for a message: its text with the
+    whitespace collapsed, or its class name when it has none."""
+    return " ".join(str(e).split()) or type(e).__name__

@@ -181,8 +181,14 @@ class ExactModel:
         """The lookup tables keep the ranges tables.py's bounds and positivity rely on (a model file
         is data: a damaged or hand-made table must not turn into negative symbol frequencies)."""
         s, one = self.s, 1 << 24
-        ranges = {"tanh": (-s, s), "sig": (0, s), "elu": (-s, 0), "cdf": (0, one), "inv_scale": (0, 1 << 27)}
-        ranges["exp"] = (0, one)
+        ranges = {
+            "tanh": (-s, s),
+            "sig": (0, s),
+            "elu": (-s, 0),
+            "cdf": (0, one),
+            "inv_scale": (0, 1 << 27),
+            "exp": (0, one),
+        }
         for key, (lo, hi) in ranges.items():
             v = self.luts[key]
             if len(v) and (v.min() < lo or v.max() > hi):
