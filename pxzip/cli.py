@@ -16,6 +16,7 @@ import numpy as np
 
 from pxzip import codec, container, metadata, zoo
 from pxzip.errors import PxzError, UnsupportedImageError, UsageError, describe
+from pxzip.train_cli import ensemble as ensemble_cmd
 from pxzip.train_cli import sample as sample_cmd
 from pxzip.train_cli import train as train_cmd
 
@@ -605,6 +606,7 @@ def list_models() -> None:
             c = m.cfg
             arch = f"{c.arch} F={c.num_filters} blocks={c.num_resnet}"
             arch += f" classes={c.num_classes}" if c.num_classes else ""
+            arch += f" x{m.members} (ensemble)" if m.members > 1 else ""
             role = f"  [{', '.join(roles[name])}]" if name in roles else ""
             click.echo(f"{name:20s} id {m.id.hex()}  {m.kind:4s}  {arch}  {path}{role}")
         except PxzError as e:
@@ -686,6 +688,7 @@ def bench(
 
 cli.add_command(train_cmd)
 cli.add_command(sample_cmd)
+cli.add_command(ensemble_cmd)
 
 
 def main() -> None:

@@ -24,7 +24,6 @@ from PIL import Image
 
 from pxzip import container, metadata, planes, tables, zoo
 from pxzip.errors import ChecksumError, FormatError, UsageError
-from pxzip.exact import Stepper, tile_params
 
 MAX_LANES = 128  # tiles per unit: bounds the decoder's memory for huge images
 MAX_SINGLE_TILE = 1 << container.TILE_LOG2_MAX  # an untiled image may not exceed this side
@@ -134,7 +133,7 @@ def encode_unit(
     per = max(1, PASS_POSITIONS // (th * tw))
     # one parallel pass per chunk of tiles; lanes are independent, so chunking cannot change a value
     chunks = range(0, n, per)
-    params = torch.cat([tile_params(em, x[k : k + per], _part(labels, k, per)).cpu() for k in chunks])
+    params = torch.cat([em.tile_params(x[k : k + per], _part(labels, k, per)).cpu() for k in chunks])
     params = params.to(torch.int64).numpy()  # (n, P, th, tw)
     rows = max(1, TABLE_POSITIONS // (tw * n))  # rows per table batch: fewer numpy calls, bounded memory
     for i0 in range(0, th, rows):
@@ -142,7 +141,7 @@ def encode_unit(
         # (n, P, r, tw) -> (r, tw, n, P): symbol order is row, column, channel, lane
         prm = params[:, :, i0 : i0 + r].transpose(2, 3, 0, 1).reshape(r * tw * n, -1)
         px = tiles_px[:, i0 : i0 + r].transpose(1, 2, 0, 3).reshape(r * tw * n, c)
-        fr = tables.head_freqs_all(prm, px, model.cfg, em.luts)  # (r*tw*n, C, 256)
+        fr = tables.head_freqs_all(prm, px, model.cfg, em.luts, em.prior)  # (r*tw*n, C, 256)
         fr = fr.reshape(r * tw, n, c, 256).transpose(0, 2, 1, 3)  # order (i, j, c, lane)
         sym = px.reshape(r * tw, n, c).transpose(0, 2, 1).reshape(-1).astype(np.int32)
         enc.encode(sym, FAMILY, _probs(fr))
@@ -175,12 +174,12 @@ def decode_units(
     lanes = None
     if cfg.num_classes:  # each unit's lanes take its file's label: files with different labels share steps
         lanes = torch.cat([lane_labels(model, lab, n) for (_, n), lab in zip(parts, labels or [None] * len(parts))])
-    st = Stepper(em, total, th, tw, labels=lanes)
+    st = em.stepper(total, th, tw, labels=lanes)
     vals = np.empty(total, np.int64)
     for i in range(th):
         st.start_row(i)
         for j in range(tw):
-            steps = tables.PixelSteps(cfg, em.luts, partial(st.params_int, j))
+            steps = tables.PixelSteps(cfg, em.luts, partial(st.params_int, j), em.prior)
             for ch in range(c):
                 probs = _probs(steps.freqs(ch))
                 for (dec, _), lo, hi in zip(parts, bounds[:-1], bounds[1:]):

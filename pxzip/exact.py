@@ -112,7 +112,13 @@ class ExactLayer:
 
 
 class ExactModel:
-    """The integer network plus its lookup tables; everything the coder needs."""
+    """The integer network plus its lookup tables; everything the coder needs.
+
+    The coder's interface (shared with ensemble.ExactEnsemble): `cfg` (the head the tables read),
+    `luts`, `prior` (None: one network), `tile_params` (encoder) and `stepper` (decoder, sampler).
+    """
+
+    prior = None  # member weights of an ensemble; a single network has none
 
     def __init__(self, cfg: ModelConfig, layers: dict[str, ExactLayer], luts: dict[str, np.ndarray]):
         self.cfg = cfg
@@ -215,6 +221,14 @@ class ExactModel:
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > self.cfg.null_label):
             raise ValueError(f"labels must be in 0..{self.cfg.null_label}")
         return {name: layer.bias(labels) for name, layer in self.layers.items()}
+
+    def tile_params(self, pixels: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder's parallel pass, see `tile_params`: (B, C, H, W) -> (B, P, H, W) integers."""
+        return tile_params(self, pixels, labels)
+
+    def stepper(self, batch: int, height: int, width: int, device="cpu", labels=None) -> Stepper:
+        """A cached raster-order executor for `batch` tiles of this shape (the decoder's engine)."""
+        return Stepper(self, batch, height, width, device, labels)
 
     def to(self, device) -> ExactModel:
         for layer in self.layers.values():

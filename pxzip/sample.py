@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from pxzip import tables
-from pxzip.exact import ExactModel, Stepper
+from pxzip.exact import ExactModel
 from pxzip.zoo import Model
 
 
@@ -37,11 +37,11 @@ def sample(
     rng = np.random.default_rng(seed)
     c = cfg.in_channels
     out = np.zeros((n, height, width, c), np.uint8)
-    st = Stepper(em, n, height, width, labels=None if labels is None else torch.as_tensor(labels, dtype=torch.int64))
+    st = em.stepper(n, height, width, labels=None if labels is None else torch.as_tensor(labels, dtype=torch.int64))
     for i in range(height):
         st.start_row(i)
         for j in range(width):
-            steps = tables.PixelSteps(cfg, em.luts, partial(st.params_int, j))
+            steps = tables.PixelSteps(cfg, em.luts, partial(st.params_int, j), em.prior)
             for ch in range(c):
                 v = _draw(steps.freqs(ch), rng)
                 out[:, i, j, ch] = v

@@ -52,9 +52,14 @@ class Mixture:
     params: (N, P) integers from the head. Call `freqs(c)` for channel c = 0, 1, 2 in order, and
     `observe(c, values)` after channel c is known: later channels' means and the mixture weights
     (the posterior given the earlier channels) depend on it.
+    prior: None, or the integer weights of G member models whose K / G components each lie side by
+    side (an ensemble, see ensemble.py): each member's logits are normalised on their own, then
+    weighted, so the table is the weighted average of the members' distributions.
     """
 
-    def __init__(self, params: np.ndarray, cfg: ModelConfig, luts: dict[str, np.ndarray]):
+    def __init__(
+        self, params: np.ndarray, cfg: ModelConfig, luts: dict[str, np.ndarray], prior: np.ndarray | None = None
+    ):
         self.cfg, self.luts = cfg, luts
         self.s = 2**cfg.act_bits
         k, c = cfg.num_logistic_mix, cfg.in_channels
@@ -67,8 +72,17 @@ class Mixture:
         co = p[:, k + 2 * c * k :].reshape(n, -1, k)
         half = (len(tanh) - 1) // 2
         self.coef = tanh[np.clip(co + half, 0, len(tanh) - 1)]  # (N, 3, K) at 2**-act_bits, |.| <= s
-        self.weights = self._normalise(self._exp(p[:, :k]))
+        self.weights = self._weights(p[:, :k], prior)
         self.u: list[np.ndarray] = []  # observed channels, as u = 2p - 255
+
+    def _weights(self, logits: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
+        """Mixture weights (N, K) summing to about 2**WEIGHT_BITS, from integer logits (N, K)."""
+        if prior is None:
+            return self._normalise(self._exp(logits))
+        groups = np.split(logits, len(prior), axis=1)  # (N, K / G) each: one member's components
+        # each member's weights sum to about 2**15, times its prior weight (<= 255): <= 2**23
+        w = np.concatenate([self._normalise(self._exp(g)) * int(p) for g, p in zip(groups, prior)], 1)
+        return self._normalise(w)
 
     def _exp(self, logits: np.ndarray) -> np.ndarray:
         exp = self.luts["exp"]
@@ -138,15 +152,15 @@ class PixelSteps:
     Call `freqs(c)`, then `observe(c, values)` once channel c is known, for c = 0, 1, ...
     """
 
-    def __init__(self, cfg: ModelConfig, luts: dict[str, np.ndarray], params):
-        self.cfg, self.luts, self.params = cfg, luts, params
+    def __init__(self, cfg: ModelConfig, luts: dict[str, np.ndarray], params, prior: np.ndarray | None = None):
+        self.cfg, self.luts, self.params, self.prior = cfg, luts, params, prior
         self.mix: Mixture | None = None
 
     def freqs(self, c: int) -> np.ndarray:
         if self.cfg.arch == "gated":
             return softmax_freqs(self.params()[:, c * 256 : (c + 1) * 256], self.luts)
         if self.mix is None:
-            self.mix = Mixture(self.params(), self.cfg, self.luts)
+            self.mix = Mixture(self.params(), self.cfg, self.luts, self.prior)
         return self.mix.freqs(c)
 
     def observe(self, c: int, values: np.ndarray) -> None:
@@ -154,15 +168,19 @@ class PixelSteps:
             self.mix.observe(c, values)
 
 
-def head_freqs_all(params: np.ndarray, pixels: np.ndarray, cfg: ModelConfig, luts) -> np.ndarray:
-    """Encoder side: params (N, P), the known pixels (N, C) -> frequencies (N, C, 256)."""
+def head_freqs_all(
+    params: np.ndarray, pixels: np.ndarray, cfg: ModelConfig, luts, prior: np.ndarray | None = None
+) -> np.ndarray:
+    """Encoder side: params (N, P), the known pixels (N, C) -> frequencies (N, C, 256).
+
+    prior: an ensemble's member weights (see `Mixture`), else None."""
     n, c = pixels.shape
     out = np.empty((n, c, 256), np.int64)
     if cfg.arch == "gated":
         for ch in range(c):
             out[:, ch] = softmax_freqs(params[:, ch * 256 : (ch + 1) * 256], luts)
         return out
-    mix = Mixture(params, cfg, luts)
+    mix = Mixture(params, cfg, luts, prior)
     for ch in range(c):
         out[:, ch] = mix.freqs(ch)
         mix.observe(ch, pixels[:, ch])

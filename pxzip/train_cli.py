@@ -1,10 +1,11 @@
-"""`pxzip train` and `pxzip sample`: the training front end (kept apart so models never import it)."""
+"""`pxzip train`, `pxzip sample` and `pxzip ensemble`: the training front end (kept apart so models never import it)."""
 
 from __future__ import annotations
 
 import dataclasses
 import io
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -177,7 +178,11 @@ def train(**o) -> None:
     )
     model = build(mc, o["seed"])
     if o["init_from"]:
-        src = zoo.load_model(o["init_from"]).float_model()
+        init = zoo.load_model(o["init_from"])
+        if init.members > 1:
+            n = init.members
+            raise UsageError(f"--init {o['init_from']} is an ensemble of {n} networks: fine-tune one of its members")
+        src = init.float_model()
         if dataclasses.replace(src.cfg, num_classes=mc.num_classes) != mc:
             raise UsageError(f"--init model has config {src.cfg}, not {mc}")
         if src.cfg.num_classes and not mc.num_classes:  # a conditional model starts an unconditional one
@@ -273,3 +278,35 @@ def sample(model_name, count, size, seed, output, label, per_class) -> None:
         raise UsageError(f"cannot write {output} as {fmt}: {_one_line(e)}") from None
     write_atomic(output, buf.getvalue(), force=True)  # temp file + rename: never a partial grid
     print(f"{count} samples -> {output} in {time.time() - t0:.1f}s", file=sys.stderr)
+
+
+@click.command()
+@click.argument("members", nargs=-1, required=True)
+@click.option("-w", "--weights", default=None, help="integer weight per member, comma-separated [default: equal]")
+@click.option("--name", required=True, help="model name stored in the file")
+@click.option("-o", "--output", required=True, help="model file to write (.safetensors)")
+@click.option("-f", "--force", is_flag=True, help="overwrite OUTPUT")
+def ensemble(members, weights, name, output, force) -> None:
+    """Combine trained models of one config into an ensemble: one model file whose tables are the
+    weighted average of the members' (better rate, MEMBERS times the coding time)."""
+    from pxzip import zoo
+    from pxzip.cli import write_atomic
+
+    models = [zoo.load_model(m) for m in members]
+    if weights is None:
+        prior = [1] * len(models)
+    else:
+        try:
+            prior = [int(w) for w in weights.split(",")]
+        except ValueError:
+            raise UsageError(f"--weights {weights!r}: expected whole numbers separated by commas") from None
+    if not output.endswith(".safetensors"):
+        raise UsageError(f"-o {output}: a model file name ends in .safetensors")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ensemble.safetensors"
+        try:
+            sha = zoo.save_ensemble(path, models, prior, name)
+        except ValueError as e:
+            raise UsageError(f"cannot make an ensemble: {e}") from None
+        write_atomic(output, path.read_bytes(), force=force)
+    click.echo(f"{name}: {len(models)} members, weights {prior}, id {sha[:4]} -> {output}", err=True)

@@ -4,6 +4,10 @@ A model file holds the float weights ("float.*", for NLL and fine-tuning), the e
 network ("exact.*", the only part the coder uses), the lookup tables ("lut.*") and metadata:
 format tag, name and the ModelConfig as JSON, so the file rebuilds its model alone. A .pxz file
 names its models by the first 2 bytes of the file's sha256 (`Model.id`).
+
+An ensemble file (format ENSEMBLE_FORMAT, see ensemble.py) holds M such networks of one config,
+member i's tensors prefixed "m{i}.", with the config, the integer member weights ("prior") and the
+members' names and sha256 (provenance) in its metadata. It is a model like any other: one id.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pxzip.config import ModelConfig
+from pxzip.ensemble import ExactEnsemble, check_members
 from pxzip.errors import ModelFileError, ModelNotFoundError, UsageError
 from pxzip.exact import ExactModel
 
 MODEL_FORMAT = "pxzip-model-1"
+ENSEMBLE_FORMAT = "pxzip-ensemble-1"
 
 # Shipped models: name -> sha256 of the weights file (checked on every load).
 REGISTRY: dict[str, str] = {}
@@ -58,13 +64,22 @@ def registry() -> dict[str, str]:
 
 @dataclass
 class Model:
-    """A loaded model: config, exact network, identity."""
+    """A loaded model: config, exact network, identity.
+
+    cfg is the config the coder's tables read: for an ensemble, its members' config with all their
+    mixture components (`ensemble.head_config`).
+    """
 
     name: str
     sha256: str
     cfg: ModelConfig
-    exact: ExactModel
+    exact: ExactModel | ExactEnsemble
     path: Path | None = None
+
+    @property
+    def members(self) -> int:
+        """Networks evaluated per step: 1, or an ensemble's size."""
+        return len(self.exact.members) if isinstance(self.exact, ExactEnsemble) else 1
 
     @property
     def id(self) -> bytes:
@@ -81,9 +96,18 @@ class Model:
         from pxzip.model import PixelCNN
 
         t = load_file(str(self.path))
-        m = PixelCNN(self.cfg)
-        m.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("float.")})
-        return m.eval()
+
+        def member(prefix: str, cfg: ModelConfig) -> PixelCNN:
+            m = PixelCNN(cfg)
+            m.load_state_dict({k[len(prefix) :]: v for k, v in t.items() if k.startswith(prefix)})
+            return m
+
+        if isinstance(self.exact, ExactEnsemble):
+            from pxzip.ensemble import FloatEnsemble
+
+            cfg, prior = self.exact.member_cfg, self.exact.prior.tolist()
+            return FloatEnsemble([member(f"m{i}.float.", cfg) for i in range(self.members)], prior).eval()
+        return member("float.", self.cfg).eval()
 
 
 def save_model(path: str | Path, float_model, name: str, extra: dict | None = None) -> str:
@@ -95,7 +119,32 @@ def save_model(path: str | Path, float_model, name: str, extra: dict | None = No
     tensors |= em.state()
     meta = {"format": MODEL_FORMAT, "name": name, "config": float_model.cfg.to_json()}
     meta |= {k: json.dumps(v) for k, v in (extra or {}).items()}
-    raw = _canonical(save(tensors, metadata=meta))
+    return _write(path, _canonical(save(tensors, metadata=meta)))
+
+
+def save_ensemble(path: str | Path, members: list[Model], prior: list[int], name: str) -> str:
+    """Write an ensemble of single-network models with integer weights; returns the file's sha256."""
+    from safetensors.torch import load_file as st_load_file
+    from safetensors.torch import save
+
+    if any(m.members != 1 for m in members):
+        raise ValueError("ensemble members must be single networks, not ensembles")
+    check_members([m.cfg for m in members], prior)
+    ExactEnsemble([m.exact for m in members], prior)  # the same checks as loading it will make
+    tensors = {}
+    for i, m in enumerate(members):
+        tensors |= {f"m{i}.{k}": v for k, v in st_load_file(str(m.path)).items()}
+    meta = {
+        "format": ENSEMBLE_FORMAT,
+        "name": name,
+        "config": members[0].cfg.to_json(),
+        "prior": json.dumps(list(prior)),
+        "members": json.dumps([{"name": m.name, "sha256": m.sha256} for m in members]),
+    }
+    return _write(path, _canonical(save(tensors, metadata=meta)))
+
+
+def _write(path: str | Path, raw: bytes) -> str:
     path = Path(path)
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(raw)
@@ -140,10 +189,24 @@ def load_file(path: str | Path, expected_sha256: str | None = None) -> Model:
         tensors = st_load(raw)  # the very bytes that were hashed
         n = int.from_bytes(raw[:8], "little")
         meta = json.loads(raw[8 : 8 + n]).get("__metadata__") or {}
-        if meta.get("format") != MODEL_FORMAT:
-            raise ModelFileError(f"{path} is not a pxzip model file (format {meta.get('format')!r})")
+        fmt = meta.get("format")
+        if fmt not in (MODEL_FORMAT, ENSEMBLE_FORMAT):
+            raise ModelFileError(f"{path} is not a pxzip model file (format {fmt!r})")
         cfg = ModelConfig.from_json(meta["config"])
-        exact = ExactModel.from_state(cfg, tensors)
+        if fmt == ENSEMBLE_FORMAT:
+            prior = json.loads(meta["prior"])
+            if not isinstance(prior, list):
+                raise ValueError("prior is not a list")
+            check_members([cfg] * len(prior), prior)  # bounds the member count before reading members
+            members = []
+            for i in range(len(prior)):
+                pre = f"m{i}."
+                own = {k[len(pre) :]: v for k, v in tensors.items() if k.startswith(pre)}
+                members.append(ExactModel.from_state(cfg, own))
+            exact = ExactEnsemble(members, prior)
+            cfg = exact.cfg
+        else:
+            exact = ExactModel.from_state(cfg, tensors)
     except ModelFileError:
         raise
     except (SafetensorError, KeyError, ValueError, RuntimeError, TypeError) as e:
