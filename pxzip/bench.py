@@ -544,6 +544,7 @@ def run(
                 "sha256": m.sha256,
                 "path": str(m.path),
                 "config": m.cfg.to_json(),
+                "members": m.members,  # networks per step (an ensemble's config is its combined head)
             }
             for m in given
         },
