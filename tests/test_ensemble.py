@@ -223,3 +223,26 @@ def test_cli_ensemble(tmp_path):
     paths = [a for k in range(3) for a in ("--images", str(tmp_path / f"t{k}.png"))]
     r = run(cli, ["train", "--init", str(out), *paths, "--crop", "4", "--steps", "1", "--out", str(tmp_path / "run")])
     assert r.exit_code != 0 and "ensemble" in r.output
+
+
+def test_pinned_ensemble_file():
+    """ens-rgb.pxz was coded with pinned-ens-rgb (tests/expected/make_expected.py ensemble): every
+    later version must decode it to the same pixels and encode the image to the same bytes."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    here = Path(__file__).resolve().parent / "expected"
+    ens = zoo.load_file(here / "pinned-ens-rgb.safetensors")
+    assert ens.members == 2 and ens.exact.prior.tolist() == [2, 1]
+    data = (here / "ens-rgb.pxz").read_bytes()
+    expected = np.asarray(Image.open(here / "rgb.png"))
+    assert np.array_equal(pxzip.decompress(data, ens), expected)
+    assert pxzip.compress(Image.open(here / "rgb.png"), ens) == data
+
+
+def test_ensemble_files_are_canonical(ens, tmp_path):
+    """The same members and weights give the same bytes, hence the same id."""
+    members = [zoo.load_file(tmp_path / f"member{s}.safetensors") for s in (1, 2)]
+    again = zoo.save_ensemble(tmp_path / "again.safetensors", members, [3, 1], "ens")
+    assert again == ens.sha256

@@ -54,12 +54,12 @@ def test_a_tampered_shipped_model_is_refused(tmp_path):
         zoo.load_file(bad, expected_sha256=zoo.registry()[name])
 
 
-@pytest.mark.parametrize("model_id", ["98c9", "9667", "9048"])
+@pytest.mark.parametrize("model_id", ["98c9", "9667", "9048", "1315"])
 def test_files_of_superseded_shipped_models_still_decode(model_id):
     """A shipped model, once replaced, stays installed under a new name, bytes and id unchanged, so
     every .pxz made with it decodes. shipped-rgb-ID.pxz was made by
     `pxzip.compress(Image.open("tests/expected/rgb.png"), NAME)` while NAME was the model with that
-    id: pxz-rgb-cifar (98c9, 9667) or pxz-rgb-photo (9048); it must keep decoding to the same
+    id: pxz-rgb-cifar (98c9, 9667) or pxz-rgb-photo (9048, 1315); it must keep decoding to the same
     pixels in every later version."""
     from pathlib import Path
 

@@ -46,5 +46,20 @@ def main() -> None:
         (HERE / f"{name}.pxz").write_bytes(pxzip.compress(img, models))
 
 
+def ensemble() -> None:
+    """pinned-ens-rgb: pinned-pp-rgb plus a second tiny member, weights 2:1, and ens-rgb.pxz coded
+    with it (`python tests/expected/make_expected.py ensemble`; added with ensembles, format 3)."""
+    torch.manual_seed(20261124)
+    first = zoo.load_file(HERE / "pinned-pp-rgb.safetensors")
+    zoo.save_model(HERE / "pinned-pp-rgb-b.tmp.safetensors", PixelCNN(first.cfg), "pinned-pp-rgb-b")
+    second = zoo.load_file(HERE / "pinned-pp-rgb-b.tmp.safetensors")
+    zoo.save_ensemble(HERE / "pinned-ens-rgb.safetensors", [first, second], [2, 1], "pinned-ens-rgb")
+    (HERE / "pinned-pp-rgb-b.tmp.safetensors").unlink()
+    ens = zoo.load_file(HERE / "pinned-ens-rgb.safetensors")
+    (HERE / "ens-rgb.pxz").write_bytes(pxzip.compress(Image.open(HERE / "rgb.png"), ens))
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    ensemble() if sys.argv[1:] == ["ensemble"] else main()
