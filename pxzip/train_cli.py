@@ -183,9 +183,14 @@ def train(**o) -> None:
             n = init.members
             raise UsageError(f"--init {o['init_from']} is an ensemble of {n} networks: fine-tune one of its members")
         src = init.float_model()
-        if dataclasses.replace(src.cfg, num_classes=mc.num_classes) != mc:
+        if src.cfg.in_channels == 3 and mc.in_channels == 1 and mc.arch == "pixelcnnpp":
+            if dataclasses.replace(src.cfg, num_classes=0, in_channels=1) != dataclasses.replace(mc, num_classes=0):
+                raise UsageError(f"--init model has config {src.cfg}: a gray run from it needs the same network")
+            state = src.unconditional_state() if src.cfg.num_classes else src.state_dict()
+            model.load_state_dict(gray_from_rgb(state, src.cfg), strict=not mc.num_classes)
+        elif dataclasses.replace(src.cfg, num_classes=mc.num_classes) != mc:
             raise UsageError(f"--init model has config {src.cfg}, not {mc}")
-        if src.cfg.num_classes and not mc.num_classes:  # a conditional model starts an unconditional one
+        elif src.cfg.num_classes and not mc.num_classes:  # a conditional model starts an unconditional one
             model.load_state_dict(src.unconditional_state())
         elif src.cfg.num_classes != mc.num_classes and src.cfg.num_classes:
             raise UsageError(f"--init model has {src.cfg.num_classes} classes, this run {mc.num_classes}")
@@ -217,6 +222,27 @@ def train(**o) -> None:
     out = Path(o["out_dir"]) / "model.safetensors"
     sha = zoo.save_model(out, trainer.ema.cpu().float(), name, {"history": history, "train_seconds": time.time() - t0})
     click.echo(f"exported {out} (sha256 {sha})", err=True)
+
+
+def gray_from_rgb(state: dict[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]:
+    """An RGB PixelCNN++'s weights (unconditional state) as a gray model of the same network: the
+    start of a gray fine-tune that computes, on gray images, what the RGB model predicts for R.
+
+    An RGB image whose three channels equal g feeds the input convolutions sum_c w_c * g, so the
+    gray input weight is the sum of the three colour weights (the "inside" channel is kept). The
+    head keeps the mixture logits and the red channel's means and log-scales: red is predicted
+    from the context alone (green and blue lean on the channels before them, through the RGB
+    coefficients, which have no gray counterpart).
+    """
+    k = cfg.num_logistic_mix
+    out = dict(state)
+    for name in ("weights.v_in", "weights.h_in"):
+        w = state[name]  # (F, 4, kh, kw): R, G, B, inside
+        out[name] = torch.cat([w[:, :3].sum(1, keepdim=True), w[:, 3:]], 1)  # (F, 2, kh, kw)
+    rows = torch.cat([torch.arange(k), k + torch.arange(k), 4 * k + torch.arange(k)])  # logits, R means, R log-scales
+    out["weights.head"] = state["weights.head"][rows]
+    out["biases.head"] = state["biases.head"][rows]
+    return out
 
 
 def _sample_grids(count: int, height: int, width: int):

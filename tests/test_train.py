@@ -250,3 +250,37 @@ def test_fine_tune_a_conditional_model_on_unlabelled_images(tmp_path, cond_model
     invoke("train", "--images", folder, "--crop", "6", "--steps", "1", "--init", src, "--out", out, *args)
     m = zoo.load_file(out / "model.safetensors")
     assert m.cfg.num_classes == 0
+
+
+def test_gray_model_from_an_rgb_model(tmp_path, cond_models):
+    """gray_from_rgb: on a gray image the transplanted gray model predicts what the RGB model
+    predicts for red on that image as RGB (same mixture logits, means, log-scales), and
+    `pxzip train --gray --init RGB` starts from it."""
+    import dataclasses
+
+    import torch
+
+    from pxzip.model import PixelCNN, split_mixture
+    from pxzip.train_cli import gray_from_rgb
+
+    rgb = cond_models["pixelcnnpp"].float_model()
+    cfg = dataclasses.replace(rgb.cfg, num_classes=0, in_channels=1)
+    gray = PixelCNN(cfg).eval()
+    gray.load_state_dict(gray_from_rgb(rgb.unconditional_state(), rgb.cfg))
+    g = torch.randint(0, 256, (2, 1, 5, 6))
+    with torch.no_grad():
+        pi, mu, ls, _ = split_mixture(rgb(g.expand(2, 3, 5, 6)), rgb.cfg)  # "no label": the folded path
+        gpi, gmu, gls, _ = split_mixture(gray(g), cfg)
+    assert torch.allclose(gpi, pi, atol=1e-4) and torch.allclose(gmu[:, 0], mu[:, 0], atol=1e-4)
+    assert torch.allclose(gls[:, 0], ls[:, 0], atol=1e-4)
+    folder = _photo_folder(tmp_path / "imgs")
+    out = tmp_path / "run"
+    src = str(cond_models["pixelcnnpp"].path)
+    c = rgb.cfg
+    args = ["--filters", c.num_filters, "--blocks", c.num_resnet, "--mix", c.num_logistic_mix, "--batch", "2"]
+    invoke("train", "--images", folder, "--gray", "--crop", "6", "--steps", "1", "--init", src, "--out", out, *args)
+    assert zoo.load_file(out / "model.safetensors").cfg.in_channels == 1
+    bad = ["train", "--images", str(folder), "--gray", "--crop", "6", "--init", src, "--filters", "4"]
+    bad += ["--out", str(out)]
+    res = CliRunner().invoke(cli, bad)
+    assert res.exit_code != 0 and "same network" in res.output
