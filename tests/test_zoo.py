@@ -77,6 +77,24 @@ def test_files_of_superseded_shipped_models_still_decode(model_id):
     assert pxzip.compress(Image.open(here / "rgb.png"), m.name) == data  # and it still encodes the same bytes
 
 
+def test_files_of_the_superseded_gray_model_still_decode():
+    """shipped-gray-47d8.pxz: `pxzip.compress(Image.open("tests/expected/l.png"), "pxz-gray-cifar")`
+    with the session-1 gray model (id 47d8): it must decode, and encode, the same in every later version."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from pxzip import container
+
+    here = Path(__file__).resolve().parent / "expected"
+    data = (here / "shipped-gray-47d8.pxz").read_bytes()
+    assert container.unpack(data)[0].model_ids == (bytes.fromhex("47d8"),)
+    assert np.array_equal(pxzip.decompress(data), np.asarray(Image.open(here / "l.png")))
+    m = zoo.find_by_id(bytes.fromhex("47d8"))
+    assert m.name in zoo.registry()
+    assert pxzip.compress(Image.open(here / "l.png"), m.name) == data
+
+
 def test_the_default_rgb_model_codes_real_cifar_images_well(shared_data):
     """The shipped default really is the trained model: real files on the first 50 CIFAR-10 test
     images (3.31 bits/dim over all 10,000; JPEG-XL 4.09), every one decoded bit-exact."""
