@@ -4,7 +4,7 @@ python benchmarks/ensemble_weights.py pxz-rgb-photo runs/photo2/model.safetensor
     [--heldout | --images kodim01.png ...] [--limit N] [--threads 1] [--json OUT]
 
 Images: the Kodak suite (default), or with --heldout the held-out photos of photos-train (every
-10th file, as `pxzip train --images` holds them out; 512x512 centre crops), the set to choose an
+10th file, as `pxzip train --images` holds them out; 512x512 centre crops, so at least 512 a side), the set to choose an
 ensemble on. Images are cut into 64x64 tiles as the codec codes them. For each weight this is
 exactly the float NLL of `pxzip ensemble A B -w W_A,W_B` with W_A / (W_A + W_B) = w (both models
 evaluated once; the mixture is formed per pixel). Prints per image and over all images (pooled),
@@ -26,6 +26,7 @@ from PIL import Image
 
 from pxzip import data, zoo
 from pxzip.config import LOG_SCALE_MIN
+from pxzip.ensemble import check_members
 from pxzip.model import split_mixture
 
 WEIGHTS = [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0]  # weight of the first model
@@ -69,7 +70,11 @@ def main() -> None:
     p.add_argument("--json", default=None)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    fms = [zoo.load_model(m).float_model() for m in a.models]
+    models = [zoo.load_model(m) for m in a.models]
+    check_members([m.cfg for m in models], [1, 1])  # a pair `pxzip ensemble` accepts
+    if models[0].cfg.in_channels != 3:
+        raise SystemExit("RGB models only")
+    fms = [m.float_model() for m in models]
     if a.heldout:
         files = data.image_files([str(data.shared_data_dir() / "photos-train")])[::10]
     else:

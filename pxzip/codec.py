@@ -133,9 +133,11 @@ def encode_unit(
     per = max(1, PASS_POSITIONS // (th * tw))
     # one parallel pass per chunk of tiles; lanes are independent, so chunking cannot change a value
     chunks = range(0, n, per)
-    params = torch.cat([em.tile_params(x[k : k + per], _part(labels, k, per)).cpu() for k in chunks])
-    params = params.to(torch.int64).numpy()  # (n, P, th, tw)
-    rows = max(1, TABLE_POSITIONS // (tw * n))  # rows per table batch: fewer numpy calls, bounded memory
+    # int32 holds every head output (activations are clamped to +-2**20) at half int64's memory
+    params = torch.cat([em.tile_params(x[k : k + per], _part(labels, k, per)).to(torch.int32).cpu() for k in chunks])
+    params = params.numpy()  # (n, P, th, tw)
+    # rows per table batch: fewer numpy calls, bounded memory (an ensemble's tables are M times wider)
+    rows = max(1, TABLE_POSITIONS // (tw * n * model.members))
     for i0 in range(0, th, rows):
         r = min(rows, th - i0)
         # (n, P, r, tw) -> (r, tw, n, P): symbol order is row, column, channel, lane

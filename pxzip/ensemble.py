@@ -7,8 +7,10 @@ of M*K components (`combine_heads`), and `tables.Mixture` normalises each member
 own before weighting them (its `prior`). Channel coupling stays right: observing R updates the
 weight of every component, across members, to the posterior given R.
 
-Cost: M networks per step (encode and decode both about M times slower); rate: the average of
-independently trained models is better than each (measured in benchmarks/README.md).
+Cost: M networks per step (encode and decode both about M times slower). Rate: the ensemble's NLL
+is at most the weighted average of its members' NLLs (log is concave), and below the best member
+only when the members are about as good as each other and err differently; measure it before
+shipping one (benchmarks/ensemble_weights.py; results in benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ def check_members(cfgs: list[ModelConfig], prior) -> None:
     if len(prior) != len(cfgs):
         raise ValueError(f"{len(prior)} weights for {len(cfgs)} members")
     if any(isinstance(p, bool) or not isinstance(p, (int, np.integer)) or not 1 <= p <= MAX_PRIOR for p in prior):
-        raise ValueError(f"member weights must be whole numbers 1..{MAX_PRIOR}, not {list(prior)}")
-    first = cfgs[0]
-    if any(c != first for c in cfgs[1:]):
+        raise ValueError(f"member weights must be whole numbers 1..{MAX_PRIOR}, not {str(list(prior))[:80]}")
+    # dropout only acts in training: members trained with different --dropout are the same network
+    first = dataclasses.replace(cfgs[0], dropout_p=0.0)
+    if any(dataclasses.replace(c, dropout_p=0.0) != first for c in cfgs[1:]):
         raise ValueError("ensemble members must share one config (same network shape, other weights)")
     if first.arch != "pixelcnnpp" or first.num_classes:
         raise ValueError("ensembles take unconditional pixelcnnpp models (logistic mixtures)")

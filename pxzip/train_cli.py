@@ -187,7 +187,9 @@ def train(**o) -> None:
             if dataclasses.replace(src.cfg, num_classes=0, in_channels=1) != dataclasses.replace(mc, num_classes=0):
                 raise UsageError(f"--init model has config {src.cfg}: a gray run from it needs the same network")
             state = src.unconditional_state() if src.cfg.num_classes else src.state_dict()
-            model.load_state_dict(gray_from_rgb(state, src.cfg), strict=not mc.num_classes)
+            missing, unexpected = model.load_state_dict(gray_from_rgb(state, src.cfg), strict=False)
+            if unexpected or any(not k.startswith("class_bias.") for k in missing):  # class biases start at 0
+                raise UsageError(f"--init model {init.name} does not fit this gray network")
         elif dataclasses.replace(src.cfg, num_classes=mc.num_classes) != mc:
             raise UsageError(f"--init model has config {src.cfg}, not {mc}")
         elif src.cfg.num_classes and not mc.num_classes:  # a conditional model starts an unconditional one
@@ -314,10 +316,13 @@ def sample(model_name, count, size, seed, output, label, per_class) -> None:
 @click.option("-f", "--force", is_flag=True, help="overwrite OUTPUT")
 def ensemble(members, weights, name, output, force) -> None:
     """Combine trained models of one config into an ensemble: one model file whose tables are the
-    weighted average of the members' (better rate, MEMBERS times the coding time)."""
+    weighted average of the members' (MEMBERS times the coding time; see README for when it pays)."""
     from pxzip import zoo
-    from pxzip.cli import write_atomic
+    from pxzip.cli import _check_output, write_atomic
 
+    if not output.endswith(".safetensors"):
+        raise UsageError(f"-o {output}: a model file name ends in .safetensors")
+    _check_output(output, force)  # before loading and combining the members
     models = [zoo.load_model(m) for m in members]
     if weights is None:
         prior = [1] * len(models)
@@ -326,8 +331,6 @@ def ensemble(members, weights, name, output, force) -> None:
             prior = [int(w) for w in weights.split(",")]
         except ValueError:
             raise UsageError(f"--weights {weights!r}: expected whole numbers separated by commas") from None
-    if not output.endswith(".safetensors"):
-        raise UsageError(f"-o {output}: a model file name ends in .safetensors")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ensemble.safetensors"
         try:

@@ -130,6 +130,7 @@ def save_ensemble(path: str | Path, members: list[Model], prior: list[int], name
     if any(m.members != 1 for m in members):
         raise ValueError("ensemble members must be single networks, not ensembles")
     check_members([m.cfg for m in members], prior)
+    prior = [int(p) for p in prior]  # JSON takes Python ints, not numpy's
     ExactEnsemble([m.exact for m in members], prior)  # the same checks as loading it will make
     tensors = {}
     for i, m in enumerate(members):

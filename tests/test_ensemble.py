@@ -92,13 +92,30 @@ def test_round_trip_and_rate(ens, tmp_path):
 
 def test_identical_members_equal_one_model(tmp_path):
     """A mixture of one distribution with itself is that distribution: the float NLL is unchanged
-    (this checks the re-laid head and the per-member normalisation of the logits)."""
+    (this checks the re-laid head; test_each_member_is_normalised_alone the normalisation)."""
     a = _member(tmp_path, 5)
     zoo.save_ensemble(tmp_path / "twin.safetensors", [a, a], [1, 7], "twin")
     twin = zoo.load_file(tmp_path / "twin.safetensors")
     x = torch.from_numpy(_images((2, 3, 7, 6)))
     with torch.no_grad():
         assert float(twin.float_model().nll(x)) == pytest.approx(float(a.float_model().nll(x)), abs=1e-5)
+
+
+def test_each_member_is_normalised_alone(ens):
+    """Adding a constant to one member's logits changes nothing (its own softmax absorbs it); a
+    softmax over all M*K logits together would shift weight between the members."""
+    em = ens.exact
+    px = _images((1, 4, 5, 3), seed=7)
+    prm = em.tile_params(torch.from_numpy(px.transpose(0, 3, 1, 2).copy())).to(torch.int64).numpy()
+    prm = prm.transpose(0, 2, 3, 1).reshape(20, -1)
+    k = em.member_cfg.num_logistic_mix
+    shifted = prm.copy()
+    shifted[:, k : 2 * k] += 5000  # member 1's logits (the combined head's first block is [m0 K | m1 K])
+    flat = px.reshape(-1, 3)
+    same = tables.head_freqs_all(shifted, flat, em.cfg, em.luts, em.prior)
+    assert np.array_equal(same, tables.head_freqs_all(prm, flat, em.cfg, em.luts, em.prior))
+    pooled = tables.head_freqs_all(shifted, flat, em.cfg, em.luts)  # one softmax over all: not the same
+    assert not np.array_equal(pooled, tables.head_freqs_all(prm, flat, em.cfg, em.luts))
 
 
 def test_combine_heads_layout():
@@ -148,6 +165,14 @@ def test_bad_ensembles_refused(tmp_path, members, prior, message):
     models = [_member(tmp_path, s) for s in members]
     with pytest.raises(ValueError, match=message):
         zoo.save_ensemble(tmp_path / "bad.safetensors", models, prior, "bad")
+
+
+def test_numpy_weights_and_dropout(tmp_path):
+    """Weights may be numpy integers; members that differ only in (training-time) dropout match."""
+    a = _member(tmp_path, 1)
+    b = _member(tmp_path, 2, ModelConfig(num_filters=8, num_resnet=1, num_logistic_mix=2, dropout_p=0.5), "drop")
+    zoo.save_ensemble(tmp_path / "np.safetensors", [a, b], list(np.array([2, 1])), "np")
+    assert zoo.load_file(tmp_path / "np.safetensors").exact.prior.tolist() == [2, 1]
 
 
 def test_members_must_match(tmp_path, ens):
@@ -222,7 +247,7 @@ def test_cli_ensemble(tmp_path):
         Image.fromarray(_images((9, 7, 3), seed=k)).save(tmp_path / f"t{k}.png")
     paths = [a for k in range(3) for a in ("--images", str(tmp_path / f"t{k}.png"))]
     r = run(cli, ["train", "--init", str(out), *paths, "--crop", "4", "--steps", "1", "--out", str(tmp_path / "run")])
-    assert r.exit_code != 0 and "ensemble" in r.output
+    assert r.exit_code != 0 and "is an ensemble of 2 networks" in r.output
 
 
 def test_pinned_ensemble_file():

@@ -56,8 +56,8 @@ def test_a_tampered_shipped_model_is_refused(tmp_path):
 
 @pytest.mark.parametrize("model_id", ["98c9", "9667", "9048", "1315"])
 def test_files_of_superseded_shipped_models_still_decode(model_id):
-    """A shipped model, once replaced, stays installed under a new name, bytes and id unchanged, so
-    every .pxz made with it decodes. shipped-rgb-ID.pxz was made by
+    """A shipped model (current or, once replaced, installed under a new name with bytes and id
+    unchanged) decodes every .pxz made with it. shipped-rgb-ID.pxz was made by
     `pxzip.compress(Image.open("tests/expected/rgb.png"), NAME)` while NAME was the model with that
     id: pxz-rgb-cifar (98c9, 9667) or pxz-rgb-photo (9048, 1315); it must keep decoding to the same
     pixels in every later version."""
