@@ -118,7 +118,14 @@ def test_cifar_cli_report(cifar_run, tiny_models) -> None:
     assert set(r["images"]["height"]) == {32} and set(r["images"]["channels"]) == {3}
     m = tiny_models["pp_rgb"]
     assert r["models"] == {
-        m.name: {"kind": "rgb", "id": m.id.hex(), "sha256": m.sha256, "path": str(m.path), "config": m.cfg.to_json()}
+        m.name: {
+            "kind": "rgb",
+            "id": m.id.hex(),
+            "sha256": m.sha256,
+            "path": str(m.path),
+            "config": m.cfg.to_json(),
+            "members": 1,
+        }
     }
     assert r["images"]["model"] == [m.name] * 3
     assert list(r["baselines"]) == ["png"]
