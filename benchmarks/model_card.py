@@ -144,10 +144,13 @@ def main() -> None:
         f"{last.get('eval_bpd', float('nan')):.4f} bits/dim "
         f"(train running mean {last.get('train_bpd', float('nan')):.4f})",
     ]
+    if not history:  # derived from another model without training of its own (e.g. gray_from_rgb)
+        out[-2:] = ["- training: none of its own (derived from another model, see the notes below)"]
     if a.command:
         out.append(f"- command: `{a.command}`")
-    out += ["", "## Training curve (held-out bits/dim, EMA weights)", ""]
-    out += ["| step | minutes | train | held-out | held-out, given the label |", "|---|---|---|---|---|"]
+    if history:
+        out += ["", "## Training curve (held-out bits/dim, EMA weights)", ""]
+        out += ["| step | minutes | train | held-out | held-out, given the label |", "|---|---|---|---|---|"]
     for h in history:
         cond = f"{h['eval_cond_bpd']:.3f}" if "eval_cond_bpd" in h else "-"
         out.append(f"| {h['step']} | {h['minutes']:.0f} | {h['train_bpd']:.3f} | {h['eval_bpd']:.3f} | {cond} |")

@@ -31,9 +31,10 @@ ENSEMBLE_FORMAT = "pxzip-ensemble-1"
 REGISTRY: dict[str, str] = {}
 # Default model per plane kind for small images (both sides <= LARGE_SIDE: CIFAR-10 sized, one tile).
 DEFAULTS = {"rgb": "pxz-rgb-cifar", "gray": "pxz-gray-cifar"}
-# ... and for larger ones (photographs, coded in tiles), where a kind has its own: pxz-rgb-photo
-# is pxz-rgb-cifar fine-tuned on 64x64 crops of photos, chosen on held-out photos (see its card).
-LARGE_DEFAULTS = {"rgb": "pxz-rgb-photo"}
+# ... and for larger ones (photographs, coded in tiles): pxz-rgb-photo is pxz-rgb-cifar fine-tuned
+# on 64x64 crops of photos, pxz-gray-photo is pxz-rgb-photo made gray (train_cli.gray_from_rgb);
+# both chosen on held-out photos (see their cards).
+LARGE_DEFAULTS = {"rgb": "pxz-rgb-photo", "gray": "pxz-gray-photo"}
 LARGE_SIDE = 64  # an image with a side above this is "large"
 
 

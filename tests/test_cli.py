@@ -393,9 +393,9 @@ def test_models_lists_the_installed_ones():
     for name in ("tiny-pp-rgb", "tiny-pp-gray", "tiny-gated-rgb", "tiny-gated-gray"):
         assert name in res.stdout
     rows = {line.split()[0]: line for line in res.stdout.splitlines()}
-    assert rows[zoo.DEFAULTS["rgb"]].endswith(f"[default rgb (sides <= {zoo.LARGE_SIDE})]")
-    assert rows[zoo.LARGE_DEFAULTS["rgb"]].endswith(f"[default rgb (a side > {zoo.LARGE_SIDE})]")
-    assert rows[zoo.DEFAULTS["gray"]].endswith("[default gray]")
+    for kind in ("rgb", "gray"):
+        assert rows[zoo.DEFAULTS[kind]].endswith(f"[default {kind} (sides <= {zoo.LARGE_SIDE})]")
+        assert rows[zoo.LARGE_DEFAULTS[kind]].endswith(f"[default {kind} (a side > {zoo.LARGE_SIDE})]")
 
 
 # ---------------------------------------------------------------- bad inputs: one line, exit code, no output

@@ -26,8 +26,8 @@ def test_default_models_round_trip(shape):
 
 
 def test_the_default_model_depends_on_the_image_size():
-    """Small images (CIFAR-10 sized, one tile) take the CIFAR-10 model, larger RGB images the photo
-    model; the file names the model it was coded with, so decoding needs no such rule."""
+    """Small images (CIFAR-10 sized, one tile) take the CIFAR-10 models, larger ones the photo
+    models; the file names the model it was coded with, so decoding needs no such rule."""
     from pxzip import container
 
     assert set(zoo.LARGE_DEFAULTS.values()) <= set(zoo.registry()), "every default model must be shipped"
@@ -35,9 +35,12 @@ def test_the_default_model_depends_on_the_image_size():
     assert zoo.default_name("rgb", side, side) == zoo.DEFAULTS["rgb"]
     assert zoo.default_name("rgb", side + 1, 1) == zoo.default_name("rgb", 1, side + 1) == zoo.LARGE_DEFAULTS["rgb"]
     assert zoo.LARGE_DEFAULTS["rgb"] != zoo.DEFAULTS["rgb"]
-    assert zoo.default_name("gray", 1000, 1000) == zoo.DEFAULTS["gray"]  # no photo model of its own
+    assert zoo.default_name("gray", side, side) == zoo.DEFAULTS["gray"]
+    assert zoo.default_name("gray", 1, side + 1) == zoo.LARGE_DEFAULTS["gray"] != zoo.DEFAULTS["gray"]
     rng = np.random.default_rng(1)
-    for shape, name in [((side, 3, 3), zoo.DEFAULTS["rgb"]), ((3, side + 1, 3), zoo.LARGE_DEFAULTS["rgb"])]:
+    cases = [((side, 3, 3), "rgb"), ((3, side + 1, 3), "rgb"), ((side, 3), "gray"), ((side + 1, 2), "gray")]
+    for shape, kind in cases:
+        name = zoo.default_name(kind, *shape[:2])
         img = rng.integers(0, 256, shape, dtype=np.uint8)
         data = pxzip.compress(img)
         assert container.unpack(data)[0].model_ids == (zoo.load_model(name).id,)
