@@ -52,6 +52,11 @@ def check_members(cfgs: list[ModelConfig], prior) -> None:
         raise ValueError("ensembles take unconditional pixelcnnpp models (logistic mixtures)")
 
 
+def _no_label(labels) -> None:
+    if labels is not None:
+        raise ValueError("ensembles are not class-conditional: they take no label")
+
+
 def combine_heads(outs: list[torch.Tensor], cfg: ModelConfig) -> torch.Tensor:
     """Member head outputs, M x (B, P, ...) -> one mixture of M*K components, (B, M*P, ...).
 
@@ -88,13 +93,11 @@ class ExactEnsemble:
 
     def tile_params(self, pixels: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder's parallel pass: pixels (B, C, H, W) -> combined integer params (B, M*P, H, W)."""
-        if labels is not None:
-            raise ValueError("ensembles are not class-conditional: they take no label")
+        _no_label(labels)
         return combine_heads([m.tile_params(pixels) for m in self.members], self.member_cfg)
 
     def stepper(self, batch: int, height: int, width: int, device="cpu", labels=None) -> EnsembleStepper:
-        if labels is not None:
-            raise ValueError("ensembles are not class-conditional: they take no label")
+        _no_label(labels)
         return EnsembleStepper(self, batch, height, width, device)
 
     def to(self, device) -> ExactEnsemble:
@@ -139,8 +142,7 @@ class FloatEnsemble(nn.Module):
         self.log_prior = [math.log(p / sum(prior)) for p in prior]
 
     def forward(self, pixels: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if labels is not None:
-            raise ValueError("ensembles are not class-conditional: they take no label")
+        _no_label(labels)
         k = self.member_cfg.num_logistic_mix
         outs = []
         for m, lp in zip(self.members, self.log_prior):

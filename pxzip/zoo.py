@@ -130,9 +130,8 @@ def save_ensemble(path: str | Path, members: list[Model], prior: list[int], name
 
     if any(m.members != 1 for m in members):
         raise ValueError("ensemble members must be single networks, not ensembles")
-    check_members([m.cfg for m in members], prior)
-    prior = [int(p) for p in prior]  # JSON takes Python ints, not numpy's
-    ExactEnsemble([m.exact for m in members], prior)  # the same checks as loading it will make
+    ExactEnsemble([m.exact for m in members], prior)  # the checks loading it will make (check_members, LUTs)
+    prior = [int(p) for p in prior]  # JSON takes Python ints, not numpy's (after the check: no silent rounding)
     tensors = {}
     for i, m in enumerate(members):
         tensors |= {f"m{i}.{k}": v for k, v in st_load_file(str(m.path)).items()}
