@@ -37,6 +37,7 @@ JSON schema (``--json FILE``; every rate in bits/dim; ``null`` where undefined):
         "nll_no_label_bpd", "nll_true_label_bpd"  # conditional models with label "auto", else null
       },
       "label": null | "auto",
+      "order": "auto" | "wavefront" | "raster",  # the coding order asked for (`codec.compress`)
       "label_rates": null | {"nll_no_label", "nll_true_label": {"mean", "pooled", "n"}, "labelled_files"},
       "rates": {stage: {"mean", "pooled"}}  for stage in nll, ideal, payload, file,
       "overheads": {name: {"mean_bpd", "mean_pct", "pooled_bpd", "pooled_pct"}} with
@@ -219,11 +220,11 @@ def peak_rss_mb() -> float:
     return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB elsewhere
 
 
-def _tiles(pixels: np.ndarray, tile: int | None) -> list[np.ndarray]:
+def _tiles(pixels: np.ndarray, tile: int | None, order: str = "auto") -> list[np.ndarray]:
     """The tiles the codec codes the image in, each (th, tw, C)."""
     plane = pixels if pixels.ndim == 3 else pixels[:, :, None]
     h, w = plane.shape[:2]
-    log2 = codec.choose_tile_log2(h, w, tile)
+    log2 = codec.choose_tile_log2(h, w, tile, codec.choose_order(h, w, order))
     out = []
     for unit in codec.units_for(h, w, log2, 1):
         th, tw = unit.shape
@@ -244,10 +245,12 @@ def float_nll_bits(
     models: Sequence[zoo.Model],
     tile: int | None = None,
     labels: Sequence[int | None] | None = None,
+    order: str = "auto",
 ) -> np.ndarray:
     """Float-model NLL of each item (models[i] for items[i]) in bits, summed over its tiles.
 
     labels: the class label each item is coded with (None: no label); conditional models only.
+    order: the coding order (`codec.compress`), which sets the default tile size.
     """
     bits = np.zeros(len(items))
     groups: dict[tuple, list[tuple[int, np.ndarray]]] = {}
@@ -256,7 +259,7 @@ def float_nll_bits(
         if m.sha256 not in floats:
             floats[m.sha256] = m.float_model()
         lab = labels[idx] if labels is not None and m.cfg.num_classes else None
-        for t in _tiles(it.pixels, tile):
+        for t in _tiles(it.pixels, tile, order):
             groups.setdefault((m.sha256, t.shape, lab), []).append((idx, t))
     with torch.no_grad():
         for (sha, shape, lab), jobs in groups.items():
@@ -315,7 +318,12 @@ def _progress(total: int, desc: str, enabled: bool | None):
 
 
 def _measure(
-    items: Sequence[Item], models: Sequence[zoo.Model], tile: int | None, batch: int, label: str | None = None
+    items: Sequence[Item],
+    models: Sequence[zoo.Model],
+    tile: int | None,
+    batch: int,
+    label: str | None = None,
+    order: str = "auto",
 ) -> dict:
     """Encode, decode, compare and float-NLL one chunk of items (models[i] codes items[i]).
 
@@ -336,7 +344,7 @@ def _measure(
     for i, it in enumerate(items):
         trace: list[np.ndarray] = []
         try:
-            blobs[i] = codec.compress(it.pixels, models[i], tile=tile, trace=trace, label=label)
+            blobs[i] = codec.compress(it.pixels, models[i], tile=tile, trace=trace, label=label, order=order)
         except Exception as e:  # counted and reported, never hidden
             errors.append({"index": i, "name": it.name, "stage": "encode", "error": f"{type(e).__name__}: {e}"})
             continue
@@ -379,13 +387,13 @@ def _measure(
     # 3. the float model's NLL on the same tiles, with the label each file was coded with
     t0 = time.perf_counter()
     used = [container.unpack(b)[0].label if b is not None else None for b in blobs]
-    nll = float_nll_bits(items, models, tile, used)
+    nll = float_nll_bits(items, models, tile, used, order)
     no_label = true_label = np.full(n, np.nan)
     if label is not None:  # what labels gain: the same model without a label, and given the dataset's label
         cond = np.array([m.cfg.num_classes > 0 for m in models])
-        no_label = np.where(cond, float_nll_bits(items, models, tile), np.nan)
+        no_label = np.where(cond, float_nll_bits(items, models, tile, order=order), np.nan)
         if all(it.label is not None for it in items):
-            true_label = np.where(cond, float_nll_bits(items, models, tile, [it.label for it in items]), np.nan)
+            true_label = np.where(cond, float_nll_bits(items, models, tile, [it.label for it in items], order), np.nan)
     nll_s = time.perf_counter() - t0
     return {
         "label": np.array([-1 if lab is None else lab for lab in used], np.int64),
@@ -410,14 +418,20 @@ _WORKER_MODELS: dict[str, zoo.Model] = {}
 
 
 def _measure_in_worker(
-    items: list[Item], model_paths: list[str], tile: int | None, batch: int, threads: int, label: str | None
+    items: list[Item],
+    model_paths: list[str],
+    tile: int | None,
+    batch: int,
+    threads: int,
+    label: str | None,
+    order: str = "auto",
 ) -> dict:
     """Worker-process side of --jobs: models loaded once per process (from their files, hash-checked)."""
     torch.set_num_threads(threads)
     for p in set(model_paths):
         if p not in _WORKER_MODELS:
             _WORKER_MODELS[p] = zoo.load_model(Path(p))
-    return _measure(items, [_WORKER_MODELS[p] for p in model_paths], tile, batch, label)
+    return _measure(items, [_WORKER_MODELS[p] for p in model_paths], tile, batch, label, order)
 
 
 def _chunks(n: int, size: int) -> list[range]:
@@ -436,6 +450,7 @@ def run(
     progress: bool | None = None,
     jobs: int = 1,
     label: str | None = None,
+    order: str = "auto",
 ) -> dict:
     """Benchmark items; returns the report (the JSON schema in the module docstring).
 
@@ -445,6 +460,7 @@ def run(
     label: None (no labels), or "auto": conditional models code each image with the label (or
     none) that gives the shortest file, and the report adds the float NLL without a label and
     with the dataset's own label.
+    order: the coding order of every file (`codec.compress`).
     """
     if label not in (None, "auto"):
         raise UsageError(f"bench label must be None or 'auto', not {label!r}")
@@ -454,9 +470,14 @@ def run(
         raise UsageError(f"--batch must be >= 1, got {batch}")
     if jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {jobs}")
-    for it in items:  # a bad --tile fails now, not after every image has been coded
+    for it in items:  # a bad --tile or --order fails now, not after every image has been coded
+        h, w = it.pixels.shape[:2]
         try:
-            codec.choose_tile_log2(*it.pixels.shape[:2], tile)
+            wave = codec.choose_order(h, w, order)
+        except ValueError as e:
+            raise UsageError(f"--order: {e}") from None
+        try:
+            codec.choose_tile_log2(h, w, tile, wave)
         except ValueError as e:
             raise UsageError(f"--tile {tile}: {e} ({it.name})") from None
     per_item = resolve_models(items, models)
@@ -471,7 +492,7 @@ def run(
     with _progress(n, "encode+decode", progress) as bar:
         if jobs == 1:
             for ch in chunks:
-                parts.append(_measure([items[i] for i in ch], [per_item[i] for i in ch], tile, batch, label))
+                parts.append(_measure([items[i] for i in ch], [per_item[i] for i in ch], tile, batch, label, order))
                 bar.update(len(ch))
         else:
             import multiprocessing
@@ -490,6 +511,7 @@ def run(
                         batch,
                         1,
                         label,
+                        order,
                     )
                     for ch in chunks
                 ]
@@ -571,6 +593,7 @@ def run(
             "nll_true_label_bpd": [float(b / d) if np.isfinite(b) else None for b, d in zip(true_label, dims)],
         },
         "label": label,
+        "order": order,
         "label_rates": label_rates,
         "rates": rates,
         "overheads": _overheads(rates),

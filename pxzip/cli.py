@@ -409,7 +409,17 @@ def cli() -> None:
 @click.option("-o", "--output", help="output file ('-' for stdout); default: INPUT with .pxz")
 @click.option("-m", "--model", "model_names", multiple=True, help="model name or .safetensors file (per plane kind)")
 @click.option(
-    "--tile", type=int, default=None, help="tile side (power of two, 0 = one tile); default 64 for large images"
+    "--tile",
+    type=int,
+    default=None,
+    help="tile side (power of two, 0 = one tile); default 256 in wavefront order, 64 in raster order",
+)
+@click.option(
+    "--order",
+    type=click.Choice(codec.ORDERS),
+    default="auto",
+    help="symbol order: wavefront (format 4), raster (readable by pxzip before format 4), "
+    "auto (wavefront for images with a side above 64)",
 )
 @click.option("-f", "--force", is_flag=True, help="overwrite existing outputs")
 @click.option("--verify", is_flag=True, help="decode after encoding and fail (writing nothing) on any difference")
@@ -423,7 +433,9 @@ def cli() -> None:
     callback=lambda _c, _p, v: _parse_label(v),
     help="class-conditional models: code with class label N, or 'auto': try every label, keep the shortest",
 )
-def compress(inputs, output, model_names, tile, force, verify, quiet, recursive, jobs, progress, strip, label) -> None:
+def compress(
+    inputs, output, model_names, tile, order, force, verify, quiet, recursive, jobs, progress, strip, label
+) -> None:
     """Compress images (PNG, BMP, TIFF, ...; '-' = stdin) to .pxz files.
 
     The pixels are coded losslessly; an ICC profile, EXIF, XMP and PNG text are kept beside them
@@ -431,7 +443,8 @@ def compress(inputs, output, model_names, tile, force, verify, quiet, recursive,
     """
     _models(model_names)  # fail early on a bad --model
     inputs = _expand(inputs, recursive, None)
-    opts = {"models": model_names, "tile": tile, "force": force, "verify": verify, "progress": progress}
+    opts = {"models": model_names, "tile": tile, "order": order, "force": force, "verify": verify}
+    opts["progress"] = progress
     opts["keep_metadata"] = not strip
     opts["label"] = label
     _run_each(inputs, _outputs(inputs, output, ".pxz"), _compress_one, quiet, force, jobs, opts)
@@ -454,8 +467,9 @@ def _compress_one(inp: str, out: str, opts: dict) -> dict:
     try:
         with _progress(opts["progress"], f"{inp}: encode") as progress:
             keep = opts["keep_metadata"]
+            tile, order, label = opts["tile"], opts["order"], opts["label"]
             data = codec.compress(
-                img, models, tile=opts["tile"], progress=progress, keep_metadata=keep, label=opts["label"]
+                img, models, tile=tile, progress=progress, keep_metadata=keep, label=label, order=order
             )
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -625,6 +639,7 @@ def list_models() -> None:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="per-image bits/dim histogram (PNG)")
 @click.option("--batch", type=click.IntRange(min=1), default=256, help="images per decompress_many call")
 @click.option("--tile", type=int, default=None, help="tile side, as for compress")
+@click.option("--order", type=click.Choice(codec.ORDERS), default="auto", help="symbol order, as for compress")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads [default: torch's choice]")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, help="worker processes, one thread each")
 @click.option(
@@ -645,6 +660,7 @@ def bench(
     plot_path,
     batch,
     tile,
+    order,
     threads,
     jobs,
     label,
@@ -674,7 +690,16 @@ def bench(
     cifar_opts = [o for o in ("data_dir", "download", "split") if ctx.get_parameter_source(o).name == "COMMANDLINE"]
     items, dataset, source = B.load_sources(sources, data_dir, download, split, limit, cifar_opts)
     report = B.run(
-        items, list(model_names), names, batch=batch, tile=tile, dataset=dataset, source=source, jobs=jobs, label=label
+        items,
+        list(model_names),
+        names,
+        batch=batch,
+        tile=tile,
+        dataset=dataset,
+        source=source,
+        jobs=jobs,
+        label=label,
+        order=order,
     )
     click.echo(B.format_report(report))
     if json_path:  # temp file + rename: never a partial report

@@ -4,9 +4,17 @@ Coding order (the decoder reproduces it step by step). An image is split into pl
 each coded by the model of its kind. A plane is cut into square tiles of 2**tile_log2 (one tile
 for small images); tiles are independent contexts, which is what lets the decoder advance many
 tiles per step. Tiles are grouped into *units*: per plane, by tile shape (largest first), in
-raster order, at most MAX_LANES tiles per unit. Within a unit the symbol order is row i, column j,
-channel c, then tile: each decoder step decodes one subpixel of every tile of the unit at once.
-All units of one image go into one range-coder stream.
+raster order, at most MAX_LANES tiles per unit. Within a unit the symbols go in one of two orders:
+
+* raster (formats 1-3): row i, column j, channel c, then tile: each decoder step decodes one
+  subpixel of every tile of the unit at once;
+* wavefront (format 4, pxzip/wavefront.py): step t, channel c, tile, then row i (column
+  j = t - D*i): each step decodes one pixel of every row in flight of every tile, so tiles can
+  be large (256 by default: fewer borders without context, smaller files) and still decode fast.
+
+All units of one image go into one range-coder stream. The tables are the same integers in both
+orders (one exact model); only the order of the symbols, and so the tiles the decoder can afford,
+differ.
 """
 
 from __future__ import annotations
@@ -22,12 +30,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pxzip import container, metadata, planes, tables, zoo
+from pxzip import container, metadata, network, planes, tables, wavefront, zoo
 from pxzip.errors import ChecksumError, FormatError, UsageError
 
 MAX_LANES = 128  # tiles per unit: bounds the decoder's memory for huge images
 MAX_SINGLE_TILE = 1 << container.TILE_LOG2_MAX  # an untiled image may not exceed this side
-DEFAULT_TILE_LOG2 = 6  # 64x64 tiles for images larger than that in either dimension
+DEFAULT_TILE_LOG2 = 6  # raster order: 64x64 tiles for images larger than that in either dimension
+DEFAULT_WAVE_TILE_LOG2 = 8  # wavefront order: 256x256 tiles (see benchmarks/README.md, session 6)
+SMALL_SIDE = 64  # order "auto": images with both sides up to this are one tile in raster order
+ORDERS = ("auto", "wavefront", "raster")
+MAX_WAVE_LANES = 4096  # rows in flight the decoder batches across files (bounds its memory)
 PASS_POSITIONS = 16384  # positions per chunk of the encoder's parallel pass (bounds its memory)
 TABLE_POSITIONS = 8192  # positions per batch of exact tables in the encoder (bounds its memory)
 FAMILY = constriction.stream.model.Categorical(perfect=False)
@@ -82,7 +94,16 @@ def _counter(progress: ProgressBar | None, total: int) -> Progress | None:
     return step
 
 
-def choose_tile_log2(height: int, width: int, tile: int | None) -> int:
+def choose_order(height: int, width: int, order: str) -> bool:
+    """Whether an image is coded in wavefront order: `order` "auto" picks it for images with a side
+    above SMALL_SIDE (a small image is one tile, where raster order costs nothing and decodes in
+    large batches; its file stays readable by pxzip before format 4)."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
+    return order == "wavefront" or (order == "auto" and max(height, width) > SMALL_SIDE)
+
+
+def choose_tile_log2(height: int, width: int, tile: int | None, wave: bool = False) -> int:
     if tile is not None:
         if tile == 0:
             if max(height, width) > MAX_SINGLE_TILE:
@@ -93,7 +114,8 @@ def choose_tile_log2(height: int, width: int, tile: int | None) -> int:
             lo, hi = 1 << container.TILE_LOG2_MIN, 1 << container.TILE_LOG2_MAX
             raise ValueError(f"tile size must be 0 or a power of two from {lo} to {hi}")
         return 0 if height <= tile and width <= tile else log2
-    return 0 if max(height, width) <= 1 << DEFAULT_TILE_LOG2 else DEFAULT_TILE_LOG2
+    log2 = DEFAULT_WAVE_TILE_LOG2 if wave else DEFAULT_TILE_LOG2
+    return 0 if max(height, width) <= 1 << log2 else log2
 
 
 def _gather(plane: np.ndarray, unit: Unit) -> np.ndarray:
@@ -119,23 +141,21 @@ def encode_unit(
     trace: list | None = None,
     progress: Progress | None = None,
     label: int | None = None,
+    wave: bool = False,
 ) -> None:
     """Encode tiles (n, th, tw, C) uint8 into the range coder, in the canonical order.
 
     trace: if a list, the frequency of each coded symbol is appended to it (see `compress`).
     progress: called with the number of pixels (per plane) coded, after each batch of rows.
     label: class label for a conditional model (None: no label); unconditional models ignore it.
+    wave: wavefront order (format 4), else raster order.
     """
     n, th, tw, c = tiles_px.shape
     em = model.exact
-    x = torch.from_numpy(np.ascontiguousarray(tiles_px.transpose(0, 3, 1, 2)))
-    labels = lane_labels(model, label, n)
-    per = max(1, PASS_POSITIONS // (th * tw))
-    # one parallel pass per chunk of tiles; lanes are independent, so chunking cannot change a value
-    chunks = range(0, n, per)
-    # int32 holds every head output (activations are clamped to +-2**20) at half int64's memory
-    params = torch.cat([em.tile_params(x[k : k + per], _part(labels, k, per)).to(torch.int32).cpu() for k in chunks])
-    params = params.numpy()  # (n, P, th, tw)
+    params = unit_params(model, tiles_px, label)  # (n, P, th, tw)
+    if wave:
+        _encode_wave(enc, model, tiles_px, params, trace, progress)
+        return
     # rows per table batch: fewer numpy calls, bounded memory (an ensemble's tables are M times wider)
     rows = max(1, TABLE_POSITIONS // (tw * n * model.members))
     for i0 in range(0, th, rows):
@@ -154,18 +174,76 @@ def encode_unit(
             progress(r * tw * n)
 
 
+def unit_params(model: zoo.Model, tiles_px: np.ndarray, label: int | None = None) -> np.ndarray:
+    """The encoder's parallel pass over tiles (n, th, tw, C) uint8 -> int32 head outputs (n, P, th, tw).
+
+    Bounded memory: a few tiles per pass, and a tile above PASS_POSITIONS pixels in strips of rows,
+    each computed with `network.receptive_rows` rows above it as context. That gives the same
+    integers as the whole tile: nothing above those rows can reach the strip, and the exact model's
+    values do not depend on how the work is cut (tests/test_wavefront.py checks it).
+    """
+    n, th, tw, c = tiles_px.shape
+    em = model.exact
+    x = torch.from_numpy(np.ascontiguousarray(tiles_px.transpose(0, 3, 1, 2)))
+    labels = lane_labels(model, label, n)
+    per = max(1, PASS_POSITIONS // (th * tw))
+    halo = network.receptive_rows(em.cfg)
+    rows = max(1, PASS_POSITIONS // tw)  # rows per strip of a large tile
+    out = np.empty((n, em.cfg.num_params_out, th, tw), np.int32)
+    for k in range(0, n, per):
+        lab = _part(labels, k, per)
+        for i0 in range(0, th, rows):
+            top = max(0, i0 - halo)
+            p = em.tile_params(x[k : k + per, :, top : i0 + rows], lab)
+            # int32 holds every head output (activations are clamped to +-2**20) at half int64's memory
+            out[k : k + per, :, i0 : i0 + rows] = p[:, :, i0 - top :].to(torch.int32).cpu().numpy()
+    return out
+
+
+def _encode_wave(enc, model: zoo.Model, tiles_px, params, trace, progress) -> None:
+    """The symbols of a unit in wavefront order: step t, channel c, tile, row i (see wavefront.py)."""
+    n, th, tw, c = tiles_px.shape
+    em = model.exact
+    lag = wavefront.lag_for(em.cfg)
+    rows, cols = wavefront.order(th, tw, lag)  # every position, sorted by (t, i)
+    steps = cols + lag * rows
+    per = max(1, TABLE_POSITIONS // (n * model.members))  # positions per table batch
+    a = 0
+    while a < len(rows):
+        # cut batches at step boundaries: a step's symbols interleave channels across its rows
+        b = len(rows) if a + per >= len(rows) else int(np.searchsorted(steps, steps[a + per], "left"))
+        b = max(b, int(np.searchsorted(steps, steps[a], "right")))
+        k = b - a
+        prm = params[:, :, rows[a:b], cols[a:b]].transpose(2, 0, 1).reshape(k * n, -1)  # (k*n, P)
+        px = tiles_px[:, rows[a:b], cols[a:b]].transpose(1, 0, 2)  # (k, n, C)
+        fr = tables.head_freqs_all(prm, px.reshape(k * n, c), model.cfg, em.luts, em.prior).reshape(k, n, c, 256)
+        # coding order of the (position, tile, channel) grid: step, channel, tile, then position (= row)
+        pos, tile, ch = np.meshgrid(np.arange(k), np.arange(n), np.arange(c), indexing="ij")
+        perm = np.lexsort((pos.ravel(), tile.ravel(), ch.ravel(), steps[a:b][pos.ravel()]))
+        fr = fr.reshape(-1, 256)[perm]
+        sym = px.reshape(-1)[perm].astype(np.int32)
+        enc.encode(sym, FAMILY, _probs(fr))
+        if trace is not None:
+            trace.append(fr[np.arange(len(sym)), sym])
+        if progress is not None:
+            progress(k * n)
+        a = b
+
+
 def decode_units(
     model: zoo.Model,
     shape: tuple[int, int],
     parts: list[tuple[object, int]],
     progress: Progress | None = None,
     labels: list[int | None] | None = None,
+    wave: bool = False,
 ) -> np.ndarray:
-    """Decode several units of one model and shape in lockstep.
+    """Decode several units of one model, shape and order in lockstep.
 
     parts: (decoder, number of tiles) per unit, each unit from a different stream. Returns the
     tiles (sum n, th, tw, C) uint8, units concatenated in the given order.
     labels: the class label of each unit's file (None: no label), for conditional models.
+    wave: the units are in wavefront order (format 4), else raster order.
     """
     th, tw = shape
     cfg, em = model.cfg, model.exact
@@ -176,6 +254,8 @@ def decode_units(
     lanes = None
     if cfg.num_classes:  # each unit's lanes take its file's label: files with different labels share steps
         lanes = torch.cat([lane_labels(model, lab, n) for (_, n), lab in zip(parts, labels or [None] * len(parts))])
+    if wave:
+        return _decode_wave(model, shape, parts, out, progress, lanes)
     st = em.stepper(total, th, tw, labels=lanes)
     vals = np.empty(total, np.int64)
     for i in range(th):
@@ -191,6 +271,37 @@ def decode_units(
                 steps.observe(ch, vals)
         if progress is not None:
             progress(tw * total)
+    return out
+
+
+def _decode_wave(model: zoo.Model, shape, parts, out: np.ndarray, progress: Progress | None, lanes) -> np.ndarray:
+    """decode_units in wavefront order: each step decodes one pixel of every row in flight."""
+    th, tw = shape
+    cfg, em = model.cfg, model.exact
+    total = len(out)
+    bounds = np.cumsum([0] + [n for _, n in parts])
+    ws = em.wave_stepper(total, th, tw, labels=lanes)
+    done = 0
+    for t in range(ws.start, wavefront.num_steps(th, tw, ws.lag)):
+        rows = ws.advance(t)
+        k = len(rows)
+        if not k:
+            continue
+        r = np.arange(rows.start, rows.stop)
+        j = t - ws.lag * r
+        steps = tables.PixelSteps(cfg, em.luts, ws.params_int, em.prior)
+        vals = np.empty(total * k, np.int64)  # order (tile, row), as the stepper's lanes
+        for ch in range(cfg.in_channels):
+            probs = _probs(steps.freqs(ch))
+            for (dec, _), lo, hi in zip(parts, bounds[:-1], bounds[1:]):
+                vals[lo * k : hi * k] = dec.decode(FAMILY, probs[lo * k : hi * k])
+            out[:, r, j, ch] = vals.reshape(total, k)
+            ws.set_pixel(ch, torch.from_numpy(vals))
+            steps.observe(ch, vals)
+        done += k
+        if progress is not None and (done >= tw or t == wavefront.num_steps(th, tw, ws.lag) - 1):
+            progress(done * total)  # about one row's worth of pixels at a time
+            done = 0
     return out
 
 
@@ -218,6 +329,7 @@ def compress(
     progress: ProgressBar | None = None,
     keep_metadata: bool = True,
     label: int | str | None = None,
+    order: str = "auto",
 ) -> bytes:
     """Losslessly compress an image (PIL image or uint8 numpy array) to .pxz bytes.
 
@@ -231,13 +343,19 @@ def compress(
     label: for class-conditional models: a class label 0..N-1 to code the image with (stored in the
     file), None for none, or "auto": code with every label and with none, keep the shortest file
     (ties: no label, then the smallest label). "auto" is a no-op for unconditional models.
+    order: symbol order, "wavefront" (format 4: large tiles that decode fast), "raster" (files that
+    pxzip before format 4 reads) or "auto" (wavefront for images with a side above 64, else raster).
+    The default tile follows the order: 256 for wavefront, 64 for raster.
     """
     if label == "auto":
-        return _compress_auto(image, model, tile=tile, trace=trace, progress=progress, keep_metadata=keep_metadata)
+        return _compress_auto(
+            image, model, tile=tile, trace=trace, progress=progress, keep_metadata=keep_metadata, order=order
+        )
     img = planes.to_image(image)
     split = planes.split(img)
     h, w = split.pixels.shape[:2]
-    tile_log2 = choose_tile_log2(h, w, tile)
+    wave = choose_order(h, w, order)
+    tile_log2 = choose_tile_log2(h, w, tile, wave)
     slots = container.model_slots(split.mode, split.palette_as_rgb)
     models = _models_for(slots, _as_models(model), h, w)
     label = _check_label(label, models.values())
@@ -254,13 +372,14 @@ def compress(
         palette_as_rgb=split.palette_as_rgb,
         metadata=metadata.from_image(img) if keep_metadata and isinstance(image, Image.Image) else (),
         label=label,
+        wavefront=wave,
     )
     header = dataclasses.replace(header, crc32=container.checksum(header, container.pixel_crc(split.pixels, extra)))
     enc = constriction.stream.queue.RangeEncoder()
     step = _counter(progress, h * w * len(split.planes))
     for unit in units_for(h, w, tile_log2, len(split.planes)):
         plane = _gather(split.planes[unit.plane], unit)
-        encode_unit(enc, models[split.kinds[unit.plane]], plane, trace, step, label)
+        encode_unit(enc, models[split.kinds[unit.plane]], plane, trace, step, label, wave)
     return container.pack(header, container.words_to_bytes(enc.get_compressed()))
 
 
@@ -396,14 +515,17 @@ def decompress_many(
         groups: dict[tuple, list[_Stream]] = {}
         for s in pending:
             u = s.units[s.next]
-            groups.setdefault((s.models[s.kinds[u.plane]].sha256, u.shape), []).append(s)
-        for (_, shape), members in groups.items():
+            groups.setdefault((s.models[s.kinds[u.plane]].sha256, u.shape, s.header.wavefront), []).append(s)
+        for (_, shape, wave), members in groups.items():
+            # a batch's lanes: tiles in raster order, rows in flight in wavefront order
+            cfg = members[0].models[members[0].kinds[members[0].units[members[0].next].plane]].cfg
+            per_tile, budget = (wavefront.slots_for(cfg, shape[1]), MAX_WAVE_LANES) if wave else (1, max_lanes)
             k = 0
-            while k < len(members):  # fill decoder batches up to max_lanes tiles
+            while k < len(members):  # fill decoder batches up to the budget
                 batch, lanes = [], 0
                 while k < len(members):
-                    n = len(members[k].units[members[k].next].origins)
-                    if batch and lanes + n > max_lanes:
+                    n = len(members[k].units[members[k].next].origins) * per_tile
+                    if batch and lanes + n > budget:
                         break
                     batch.append(members[k])
                     lanes += n
@@ -417,7 +539,8 @@ def _decode_batch(batch: list[_Stream], shape: tuple[int, int], progress: Progre
     model = batch[0].models[batch[0].kinds[units[0].plane]]
     try:
         parts = [(s.decoder, len(u.origins)) for s, u in zip(batch, units)]
-        tiles = decode_units(model, shape, parts, progress, [s.header.label for s in batch])
+        labels = [s.header.label for s in batch]
+        tiles = decode_units(model, shape, parts, progress, labels, batch[0].header.wavefront)
     except BaseException as e:
         # constriction reports bad input with ValueError or AssertionError ("Tried to decode from compressed
         # data that is invalid for the employed entropy model"), and Rust panics as pyo3's PanicException

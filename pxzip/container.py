@@ -11,9 +11,10 @@ import numpy as np
 from pxzip.errors import FormatError
 
 MAGIC = b"\x89X"
-FORMAT_VERSION = 3  # the newest version this reader reads; files are written in the oldest version that holds them
+FORMAT_VERSION = 4  # the newest version this reader reads; files are written in the oldest version that holds them
 METADATA_VERSION = 2  # the first version with a metadata section
 LABEL_VERSION = 3  # the first version with a class label (for class-conditional models)
+WAVEFRONT_VERSION = 4  # the first version whose tiles are coded in wavefront order (pxzip/wavefront.py)
 
 # Metadata kept beside the pixels (format 2): key -> code byte, written in code order.
 # "text" is the PNG text chunks as a UTF-8 JSON object {keyword: text} with sorted keys.
@@ -56,7 +57,8 @@ TILE_LOG2_MAX = 12
 MODEL_ID_SIZE = 2
 FLAG_PALETTE_AS_RGB = 0x01
 FLAG_LABEL = 0x02  # format 3: one class-label byte follows the model ids
-_RESERVED_FLAGS = 0x0C
+FLAG_WAVEFRONT = 0x04  # format 4: symbols in wavefront order (else raster order)
+_RESERVED_FLAGS = 0x08
 # A side is at most 2**24, which fits in 4 LEB128 bytes; 5 leaves room to report
 # "too large" for slightly bigger values instead of a vaguer varint error.
 _MAX_VARINT_BYTES = 5
@@ -94,6 +96,7 @@ class Header:
     palette_as_rgb: bool = False
     metadata: tuple[tuple[str, bytes], ...] = ()  # (key, value) in METADATA_CODES order, values non-empty
     label: int | None = None  # class label 0..254 the conditional model(s) coded with; None: no label
+    wavefront: bool = False  # symbols in wavefront order (format 4), else raster order
 
 
 def varint(value: int) -> bytes:
@@ -165,6 +168,8 @@ def _check_header(h: Header) -> None:
 
 def version_of(header: Header) -> int:
     """The format version a header is written in: the oldest that holds it (older readers read it)."""
+    if header.wavefront:
+        return WAVEFRONT_VERSION
     if header.label is not None:
         return LABEL_VERSION
     return METADATA_VERSION if header.metadata else 1
@@ -174,6 +179,7 @@ def _prefix(header: Header) -> bytes:
     """The header bytes before the checksum field (canonical: unpack accepts only this encoding)."""
     _check_header(header)
     flags = (FLAG_PALETTE_AS_RGB if header.palette_as_rgb else 0) | (FLAG_LABEL if header.label is not None else 0)
+    flags |= FLAG_WAVEFRONT if header.wavefront else 0
     parts = [
         MAGIC,
         bytes([(version_of(header) << 4) | MODE_CODES[header.mode], (header.tile_log2 << 4) | flags]),
@@ -255,7 +261,9 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         raise FormatError(f"corrupt pxz file: unknown image mode code {mode_code}")
     mode = _CODE_MODES[mode_code]
     tile_log2, flags = tile_flags >> 4, tile_flags & 0x0F
-    if flags & _RESERVED_FLAGS or (flags & FLAG_LABEL and version < LABEL_VERSION):
+    too_new = flags & FLAG_LABEL and version < LABEL_VERSION
+    too_new = too_new or (flags & FLAG_WAVEFRONT and version < WAVEFRONT_VERSION)
+    if flags & _RESERVED_FLAGS or too_new:
         raise FormatError(f"corrupt pxz file: reserved flag bits set (0x{flags:x})")
     palette_as_rgb = bool(flags & FLAG_PALETTE_AS_RGB)
     if palette_as_rgb and mode != "P":
@@ -300,6 +308,7 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         palette_as_rgb=palette_as_rgb,
         metadata=metadata,
         label=label,
+        wavefront=bool(flags & FLAG_WAVEFRONT),
     )
     if version_of(header) != version:  # one canonical encoding per header: no needless newer versions
         raise FormatError(f"corrupt pxz file: format {version} for a header that format {version_of(header)} holds")
@@ -311,7 +320,7 @@ def _read_metadata(r: _Reader, empty_ok: bool) -> tuple[tuple[str, bytes], ...]:
     # a version-2 file exists only to carry metadata: zero entries is not a canonical file
     if not int(not empty_ok) <= count <= len(METADATA_CODES):
         most = len(METADATA_CODES)
-        raise FormatError(f"corrupt pxz file: {count} metadata entries (at most {most}, 0 only in format 3)")
+        raise FormatError(f"corrupt pxz file: {count} metadata entries (at most {most}, 0 only in formats 3 and 4)")
     out, last = [], 0
     for _ in range(count):
         code = r.take(1, "metadata key")[0]

@@ -100,6 +100,10 @@ class ExactEnsemble:
         _no_label(labels)
         return EnsembleStepper(self, batch, height, width, device)
 
+    def wave_stepper(self, tiles: int, height: int, width: int, device="cpu", labels=None) -> EnsembleWave:
+        _no_label(labels)
+        return EnsembleWave(self, tiles, height, width, device)
+
     def to(self, device) -> ExactEnsemble:
         for m in self.members:
             m.to(device)
@@ -126,6 +130,28 @@ class EnsembleStepper:
     def set_pixel(self, j: int, c: int, values: torch.Tensor) -> None:
         for st in self.steppers:
             st.set_pixel(j, c, values)
+
+
+class EnsembleWave:
+    """wavefront.WaveStepper for an ensemble: one per member (one plan: they share a config)."""
+
+    def __init__(self, ens: ExactEnsemble, tiles: int, height: int, width: int, device="cpu"):
+        self.ens = ens
+        self.steppers = [m.wave_stepper(tiles, height, width, device) for m in ens.members]
+        self.start, self.lag = self.steppers[0].start, self.steppers[0].lag
+
+    def advance(self, t: int) -> range:
+        return [st.advance(t) for st in self.steppers][0]
+
+    def params(self) -> torch.Tensor:
+        return combine_heads([st.params() for st in self.steppers], self.ens.member_cfg)
+
+    def params_int(self) -> np.ndarray:
+        return self.params().to(torch.int64).cpu().numpy()
+
+    def set_pixel(self, c: int, values: torch.Tensor) -> None:
+        for st in self.steppers:
+            st.set_pixel(c, values)
 
 
 class FloatEnsemble(nn.Module):

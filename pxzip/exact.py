@@ -115,7 +115,8 @@ class ExactModel:
     """The integer network plus its lookup tables; everything the coder needs.
 
     The coder's interface (shared with ensemble.ExactEnsemble): `cfg` (the head the tables read),
-    `luts`, `prior` (None: one network), `tile_params` (encoder) and `stepper` (decoder, sampler).
+    `luts`, `prior` (None: one network), `tile_params` (encoder), `stepper` (raster decoder,
+    sampler) and `wave_stepper` (wavefront decoder).
     """
 
     prior = None  # member weights of an ensemble; a single network has none
@@ -229,6 +230,12 @@ class ExactModel:
     def stepper(self, batch: int, height: int, width: int, device="cpu", labels=None) -> Stepper:
         """A cached raster-order executor for `batch` tiles of this shape (the decoder's engine)."""
         return Stepper(self, batch, height, width, device, labels)
+
+    def wave_stepper(self, tiles: int, height: int, width: int, device="cpu", labels=None):
+        """A wavefront-order executor for `tiles` tiles of this shape (the format-4 decoder's engine)."""
+        from pxzip.wavefront import WaveStepper  # wavefront builds on this module
+
+        return WaveStepper(self, tiles, height, width, device, labels)
 
     def to(self, device) -> ExactModel:
         for layer in self.layers.values():

@@ -1,4 +1,4 @@
-"""Pillow plugin: `Image.open("x.pxz")`, `img.save("x.pxz", model=, tile=, metadata=, label=)` after `import pxzip`."""
+"""Pillow plugin: `Image.open("x.pxz")`, `img.save("x.pxz", model=, tile=, order=, metadata=, label=)`."""
 
 from __future__ import annotations
 
@@ -69,7 +69,9 @@ def _save(im: Image.Image, fp, filename) -> None:
     label (class-conditional models: a class number or "auto")."""
     info = im.encoderinfo
     keep = info.get("metadata", True)
-    fp.write(codec.compress(im, info.get("model"), tile=info.get("tile"), keep_metadata=keep, label=info.get("label")))
+    tile, label, order = info.get("tile"), info.get("label"), info.get("order", "auto")
+    data = codec.compress(im, info.get("model"), tile=tile, keep_metadata=keep, label=label, order=order)
+    fp.write(data)
 
 
 def register() -> None:

@@ -77,8 +77,8 @@ def test_wrong_magic() -> None:
 
 def test_newer_version_message() -> None:
     data = bytearray(pack(Header("L", 2, 2, 0, (ID_GRAY,), 0), b""))
-    data[2] = (4 << 4) | (data[2] & 0x0F)
-    with pytest.raises(FormatError, match=r"newer pxzip \(format 4\); this one reads format 3"):
+    data[2] = (5 << 4) | (data[2] & 0x0F)
+    with pytest.raises(FormatError, match=r"newer pxzip \(format 5\); this one reads format 4"):
         unpack(bytes(data))
 
 
@@ -136,7 +136,7 @@ def test_absurd_sizes() -> None:
         unpack(_raw(0, 0, ID_GRAY + b"\xff" * 20))
 
 
-@pytest.mark.parametrize("tile_flags", [0x02, 0x04, 0x08, 0x01, 0x10, 0x30, 0xD0])
+@pytest.mark.parametrize("tile_flags", [0x02, 0x04, 0x06, 0x08, 0x01, 0x10, 0x30, 0xD0])
 def test_reserved_flags_and_bad_tiles(tile_flags: int) -> None:
     # 0x01 (palette-as-RGB) is only valid for mode P; this file is mode L.
     with pytest.raises(FormatError):
@@ -225,3 +225,24 @@ def test_label_encodings_that_are_refused() -> None:
         unpack(bytes(bad))
     with pytest.raises(ValueError, match="class label"):
         pack(Header("RGB", 3, 2, 0, (ID_RGB,), 7, label=255), b"")
+
+
+def test_wavefront_is_format_4_with_a_flag() -> None:
+    h = Header("RGB", 300, 200, 8, (ID_RGB,), 7, wavefront=True)
+    data = pack(h, b"\x01")
+    assert data[2] >> 4 == 4 and data[3] == (8 << 4) | 0x04
+    back, payload = unpack(data)
+    assert back == h and payload == b"\x01"
+    both = Header("RGB", 3, 2, 0, (ID_RGB,), 7, metadata=META, label=4, wavefront=True)
+    data = pack(both, b"")
+    assert data[2] >> 4 == 4 and data[3] & 0x06 == 0x06 and unpack(data)[0] == both
+    # the flag in a format 3 file (older readers refuse it as a reserved bit)
+    bad = bytearray(pack(Header("RGB", 3, 2, 0, (ID_RGB,), 7, label=1), b""))
+    bad[3] |= 0x04
+    with pytest.raises(FormatError, match="reserved flag"):
+        unpack(bytes(bad))
+    # format 4 without the flag: not canonical
+    bad = bytearray(pack(Header("RGB", 3, 2, 0, (ID_RGB,), 7, wavefront=True), b""))
+    bad[3] &= ~0x04
+    with pytest.raises(FormatError, match="format 4 for a header that format 1 holds"):
+        unpack(bytes(bad))

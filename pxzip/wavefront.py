@@ -1,0 +1,345 @@
+"""Wavefront order: every row of a tile decoded at once, each a fixed number of columns behind the row above.
+
+Why: in raster order row i waits for the whole of row i-1, so a decoder can only advance many
+pixels per step by cutting the image into many small, independent tiles, and every tile border
+loses context (about 0.02 bits/dim on Kodak with 64x64 tiles). A PixelCNN's receptive field is
+bounded, though: the vertical stream at column j reads row i-1 at most ``reach`` columns to the
+right (`plan`). So pixel (i, j) only needs row i-1 up to column j + reach, and with a row lag
+D = reach + 1 every pixel on the diagonal t = j + D*i has its whole context once steps 0..t-1
+are done. The decoder advances one pixel of every row at once (a tile of H rows takes about
+W + D*H steps, not H*W), so tiles can be large and the file small.
+
+Coding order of a tile batch (format 4, docs/FORMAT.md): step t = 0, 1, ...; within a step,
+channel c; then tile; then row i ascending (column j = t - D*i).
+
+The decoder's engine, `WaveStepper`, is a third exact executor of the graph in network.py.
+Each vertical-stream tensor ("node") is computed at its own lag ahead of the pixel frontier
+f = t - D*i of its row: a node reached through k columns of convolution reach from the pixels
+sits k columns behind them, so each convolution finds its source's same-row columns computed in
+the same step and the row above's in earlier steps. Nodes are kept in ring buffers a few columns
+wide, one slot per row in flight; positions outside the tile read an all-zero row (the zero
+padding of the parallel pass), so every integer equals `exact.tile_params`'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from pxzip import network
+from pxzip.config import ModelConfig
+from pxzip.exact import ExactModel, IntArith, exact_mode
+
+
+def rows_at(t: int, height: int, width: int, lag: int) -> range:
+    """Rows i of a height x width tile whose pixel (i, t - lag*i) is coded at step t (ascending)."""
+    lo = max(0, -(-(t - width + 1) // lag))  # ceil((t - width + 1) / lag)
+    hi = min(height - 1, t // lag) if t >= 0 else -1
+    return range(lo, hi + 1)
+
+
+def num_steps(height: int, width: int, lag: int) -> int:
+    """Steps that code at least one pixel: t = 0 .. lag*(height-1) + width - 1."""
+    return lag * (height - 1) + width
+
+
+def order(height: int, width: int, lag: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every position in coding order: (rows, cols), each (height*width,), sorted by (t, i)."""
+    i, j = np.divmod(np.arange(height * width), width)
+    perm = np.lexsort((i, j + lag * i))
+    return i[perm], j[perm]
+
+
+# -- the plan: where each vertical-stream tensor lives, traced once per model ----------------------
+
+
+@dataclass
+class _Node:
+    pos: int  # columns of convolution reach from the pixels (x is 0)
+    channels: int
+    buffered: bool = False  # read at another column or row than where it is computed
+
+
+@dataclass
+class Plan:
+    """The vertical stream as a list of nodes (one per op, in graph order) and their lags."""
+
+    nodes: list[_Node] = field(default_factory=list)
+    names: dict[str, int] = field(default_factory=dict)  # put name -> node index
+    reach: int = 0  # the deepest node's pos: how far right of a pixel the row below can look
+    r: int = 1  # kernel_size // 2: rows above a convolution reads
+
+    @property
+    def lag(self) -> int:
+        """Columns by which row i trails row i-1 (D)."""
+        return self.reach + 1
+
+    def node_lag(self, k: int) -> int:
+        """Columns ahead of its row's pixel frontier at which node k is computed."""
+        return self.reach - self.nodes[k].pos
+
+
+class _Tracer:
+    """Runs `network.v_stream` on placeholders (node indices) to build the Plan."""
+
+    def __init__(self, cfg: ModelConfig):
+        self.specs, self.plan = {s.name: s for s in network.conv_specs(cfg)}, Plan(r=cfg.kernel_size // 2)
+        self.plan.names["x"] = self._new(0, cfg.in_channels + 1, buffered=True)
+
+    def _new(self, pos: int, channels: int, buffered: bool = False) -> int:
+        self.plan.nodes.append(_Node(pos, channels, buffered))
+        return len(self.plan.nodes) - 1
+
+    def put(self, name, k):
+        self.plan.names[name] = k
+        self.plan.nodes[k].buffered = True  # every put tensor is read by name: spatially, or by h
+        return k
+
+    def conv(self, name, src):
+        spec = self.specs[name]
+        k = self.plan.names[src]
+        return self._new(self.plan.nodes[k].pos + spec.kw - 1 - spec.left, spec.cout)
+
+    def _ew(self, channels_of, *ks):
+        pos = max(self.plan.nodes[k].pos for k in ks)
+        for k in ks:  # an input computed further ahead is read back at the output's column
+            if self.plan.nodes[k].pos != pos:
+                self.plan.nodes[k].buffered = True
+        return self._new(pos, channels_of(*(self.plan.nodes[k].channels for k in ks)))
+
+    def add(self, a, b):
+        return self._ew(lambda ca, cb: ca, a, b)
+
+    def celu(self, a):
+        return self._ew(lambda c: 2 * c, a)
+
+    def relu(self, a):
+        return self._ew(lambda c: c, a)
+
+    def dropout(self, a):
+        return self._ew(lambda c: c, a)
+
+    def gate_tanh(self, a):
+        return self._ew(lambda c: c // 2, a)
+
+    gate_sig = gate_tanh
+
+
+def plan_for(cfg: ModelConfig) -> Plan:
+    """The wavefront plan of a network (an ensemble's head config gives its members' plan)."""
+    tr = _Tracer(cfg)
+    network.v_stream(cfg, tr)
+    tr.plan.reach = max(n.pos for n in tr.plan.nodes)
+    return tr.plan
+
+
+def lag_for(cfg: ModelConfig) -> int:
+    """The row lag D of a network: the columns by which row i is coded behind row i-1."""
+    return plan_for(cfg).lag
+
+
+def slots_for(cfg: ModelConfig, width: int) -> int:
+    """Rows in flight per tile of this width: the decoder's lanes (and memory) per tile."""
+    p = plan_for(cfg)
+    return p.r + 1 + (width - 1 + p.reach) // p.lag
+
+
+# -- the decoder's engine -------------------------------------------------------------------------
+
+
+class _Rings:
+    """Ring buffers for one tensor of every row in flight: (lanes + 2, cols, C) float64.
+
+    Lane `zero` is never written (it is what positions outside the tile read); lane `trash` takes
+    the writes of positions outside the tile. A row's column j lives at j % cols.
+    """
+
+    def __init__(self, lanes: int, cols: int, channels: int, device):
+        self.cols, self.zero, self.trash = cols, lanes, lanes + 1
+        self.data = torch.zeros((lanes + 2) * cols, channels, dtype=torch.float64, device=device)
+
+    def write(self, flat: torch.Tensor, values: torch.Tensor) -> None:
+        self.data.index_copy_(0, flat, values)
+
+    def read(self, flat: torch.Tensor) -> torch.Tensor:
+        return self.data.index_select(0, flat.reshape(-1)).view(*flat.shape, -1)
+
+
+class _VOps(IntArith):
+    """One wavefront step of the vertical stream: every node of every computed lane at its lagged column."""
+
+    def __init__(self, ws: WaveStepper):
+        self.ws, self.em, self.bias, self.k = ws, ws.em, ws.bias, 0
+        self.fresh: dict[int, torch.Tensor] = {}  # node -> (L, C) values computed in this step
+
+    def _emit(self, value: torch.Tensor) -> int:
+        k = self.k = self.k + 1
+        ws = self.ws
+        if ws.plan.nodes[k].buffered:
+            ws.rings[k].write(ws.write_index(ws.plan.node_lag(k)), value)
+        self.fresh[k] = value
+        return k
+
+    def _at(self, k: int, lag: int) -> torch.Tensor:
+        """Node k's values (A, C) at each computed lane's column for a node of `lag`."""
+        if self.ws.plan.node_lag(k) == lag:
+            return self.fresh[k]
+        return self.ws.rings[k].read(self.ws.read_index(lag, 0, 0, 1, 1))[:, 0, 0]
+
+    def put(self, name, k):
+        return k
+
+    def conv(self, name, src):
+        spec, ws = self.em.specs[name], self.ws
+        k = ws.plan.names[src]
+        lag = ws.plan.node_lag(k) - (spec.kw - 1 - spec.left)
+        window = ws.rings[k].read(ws.read_index(lag, spec.top, spec.left, spec.kh, spec.kw))  # (A, kh, kw, C)
+        acc = window.reshape(len(window), -1) @ ws.wmat[name]  # exact: integer partial sums < 2**52
+        return self._emit(self._rq((acc + self.bias[name]) * self.em.layers[name].mult[:, :, 0, 0]))
+
+    def _ew(self, fn, *ks):
+        lag = min(self.ws.plan.node_lag(k) for k in ks)
+        return self._emit(fn(*(self._at(k, lag)[:, :, None, None] for k in ks))[:, :, 0, 0])
+
+    def add(self, a, b):
+        return self._ew(super().add, a, b)
+
+    def celu(self, a):
+        return self._ew(super().celu, a)
+
+    def relu(self, a):
+        return self._ew(super().relu, a)
+
+    def dropout(self, a):
+        return self._ew(super().dropout, a)
+
+    def gate_tanh(self, a):
+        return self._ew(super().gate_tanh, a)
+
+    def gate_sig(self, a):
+        return self._ew(super().gate_sig, a)
+
+
+class _HOps(IntArith):
+    """The horizontal stream at the pixel of each coded lane (a subset of lanes), as exact.PosOps."""
+
+    def __init__(self, ws: WaveStepper):
+        self.ws, self.em, self.bias = ws, ws.em, ws.hbias
+
+    def put(self, name, t):
+        ws = self.ws
+        ring = ws.hrings.get(name)
+        if ring is None:
+            ring = ws.hrings[name] = _Rings(ws.lanes, ws.cols, t.shape[1], ws.device)
+        ring.write(ws.px_lane * ws.cols + ws.px_col % ws.cols, t[:, :, 0, 0])
+        return t
+
+    def conv(self, name, src):
+        spec, ws = self.em.specs[name], self.ws
+        if spec.src == "v":  # 1x1 convolutions of the vertical stream at the pixel
+            k = ws.plan.names[src]
+            window = ws.rings[k].read(ws.px_lane * ws.cols + ws.px_col % ws.cols)  # (N, C)
+        else:
+            ring = ws.rings[ws.plan.names["x"]] if src == "x" else ws.hrings[src]
+            cols = ws.px_col[:, None] - spec.left + torch.arange(spec.kw, device=ws.device)  # (N, kw)
+            flat = ws.px_lane[:, None] * ws.cols + cols % ws.cols
+            window = ring.read(torch.where(cols >= 0, flat, ring.zero * ws.cols))  # (N, kw, C)
+        return self._apply_at(name, window)
+
+
+class WaveStepper:
+    """Wavefront evaluation for a batch of same-shape tiles (the decoder's engine in format 4).
+
+    Usage: for t in range(start, num_steps(...)): `advance(t)` -> the rows coded at t (ascending);
+    if any, `params()` -> (tiles * rows, P) integers in order (tile, row), then `set_pixel(c,
+    values)` for each channel c (for "gated" models call `params()` again after each channel).
+    `start` is -reach: the first steps compute the vertical stream of the first row only.
+    """
+
+    def __init__(self, em: ExactModel, tiles: int, height: int, width: int, device="cpu", labels=None):
+        """labels: (tiles,) int64 class labels for a conditional model (None: "no label" for all)."""
+        self.em, self.n, self.h, self.w, self.device = em, tiles, height, width, device
+        self.plan = p = plan_for(em.cfg)
+        self.lag, self.start = p.lag, -p.reach
+        # rows in flight: a row's slot is reused once the rows below no longer read it (see module doc)
+        self.slots = slots_for(em.cfg, width)
+        self.lanes = tiles * self.slots  # lane = tile * slots + row % slots
+        # ring width: a row's oldest column still read (by the row r below) and its newest written
+        self.cols = p.r * p.lag + 2 * p.r + p.reach + 2
+        self.rings = {k: _Rings(self.lanes, self.cols, n.channels, device) for k, n in enumerate(p.nodes) if n.buffered}
+        self.hrings: dict[str, _Rings] = {}
+        lab = None if labels is None else labels.to(device)
+        self.tile_bias = em.lane_biases(lab, tiles)  # (tiles or 1, cout)
+        self.wmat = {
+            s.name: em.layers[s.name].w.permute(2, 3, 1, 0).reshape(-1, s.cout).contiguous()  # (kh*kw*Cin, Cout)
+            for s in em.specs.values()
+            if s.src in ("x", "v") and s.kh * s.kw > 1 or s.name == "v_in"
+        }
+        self.tile_of = torch.arange(self.lanes, device=device) // self.slots  # (L,)
+        self.slot_of = torch.arange(self.lanes, device=device) % self.slots
+        self.t = self.start - 1
+
+    def advance(self, t: int) -> range:
+        """Compute the vertical stream of step t; returns the rows whose pixel is coded at t."""
+        assert t == self.t + 1, "steps must be taken in order"
+        self.t = t
+        # each lane's row: the latest row of its slot that has started (f >= -reach)
+        newest = (t + self.plan.reach) // self.lag
+        row = newest - torch.remainder(newest - self.slot_of, self.slots)  # (L,)
+        frontier = t - self.lag * row  # (L,) the row's pixel column f
+        # lanes with a vertical-stream node inside the tile this step (nodes sit 0 .. reach-1 ahead)
+        act = (row >= 0) & (row < self.h) & (frontier > -self.plan.reach) & (frontier < self.w)
+        self.lane = act.nonzero()[:, 0]  # (A,) the lanes computed, A <= L
+        self.row, self.frontier, self.tile = row[self.lane], frontier[self.lane], self.tile_of[self.lane]
+        self.bias = {k: b.index_select(0, self.tile) if len(b) > 1 else b for k, b in self.tile_bias.items()}
+        if len(self.lane):
+            with exact_mode():
+                network.v_stream(self.em.cfg, _VOps(self))
+        rows = rows_at(t, self.h, self.w, self.lag)
+        if len(rows):
+            r = torch.arange(rows.start, rows.stop, device=self.device)
+            tiles = torch.arange(self.n, device=self.device)
+            self.px_lane = (tiles[:, None] * self.slots + r[None, :] % self.slots).reshape(-1)  # (N,) tile, row
+            self.px_col = (t - self.lag * r).repeat(self.n)
+            self.hbias = {
+                k: b.index_select(0, self.px_lane // self.slots) if len(b) > 1 else b for k, b in self.tile_bias.items()
+            }
+            # the coded pixel: not decoded yet, but "inside the image" (the ones channel) for masked taps
+            x = self.rings[self.plan.names["x"]]
+            blank = torch.zeros(len(self.px_lane), x.data.shape[1], dtype=torch.float64, device=self.device)
+            blank[:, -1] = 255.0
+            x.write(self.px_lane * self.cols + self.px_col % self.cols, blank)
+        return rows
+
+    def write_index(self, lag: int) -> torch.Tensor:
+        """Flat ring index (A,) of each computed lane's column f + lag; outside the tile -> trash."""
+        col = self.frontier + lag
+        inside = (col >= 0) & (col < self.w)  # computed lanes hold rows of the tile
+        return torch.where(inside, self.lane * self.cols + col % self.cols, (self.lanes + 1) * self.cols)
+
+    def read_index(self, lag: int, top: int, left: int, kh: int, kw: int) -> torch.Tensor:
+        """Flat ring indices (A, kh, kw) of a window for an output at column f + lag, rows
+        i - top .. i - top + kh - 1, columns - left ..; outside the tile -> the zero lane."""
+        rows = self.row[:, None] - top + torch.arange(kh, device=self.device)  # (A, kh)
+        cols = (self.frontier + lag)[:, None] - left + torch.arange(kw, device=self.device)  # (A, kw)
+        lane = self.tile[:, None] * self.slots + torch.remainder(rows, self.slots)  # (A, kh)
+        flat = lane[:, :, None] * self.cols + torch.remainder(cols, self.cols)[:, None, :]
+        inside = ((rows >= 0) & (rows < self.h))[:, :, None] & ((cols >= 0) & (cols < self.w))[:, None, :]
+        return torch.where(inside, flat, self.lanes * self.cols)
+
+    def params(self) -> torch.Tensor:
+        """Head output (tiles * rows, P) at the pixels coded in this step, order (tile, row)."""
+        with exact_mode():
+            out = network.h_stream(self.em.cfg, _HOps(self))
+        return out[:, :, 0, 0]
+
+    def params_int(self) -> np.ndarray:
+        return self.params().to(torch.int64).cpu().numpy()
+
+    def set_pixel(self, c: int, values: torch.Tensor) -> None:
+        """Channel c of the pixels coded in this step, (tiles * rows,) in order (tile, row)."""
+        x = self.rings[self.plan.names["x"]]
+        idx = self.px_lane * self.cols + self.px_col % self.cols
+        x.data[idx, c] = values.to(x.data) * 2 - 255
