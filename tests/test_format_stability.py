@@ -34,3 +34,16 @@ def test_pinned_file_decodes_to_pinned_pixels(name, pinned_models):
 def test_encoder_reproduces_pinned_bytes(name, pinned_models):
     img = Image.open(HERE / f"{name}.png")
     assert pxzip.compress(img, pinned_models) == (HERE / f"{name}.pxz").read_bytes()
+
+
+WAVE = {"wave-rgb": {"tile": 16, "order": "wavefront"}, "wave-l": {"order": "wavefront"}}
+
+
+@pytest.mark.parametrize("name", WAVE)
+def test_pinned_wavefront_files(name, pinned_models):
+    """Format 4 (wavefront order): decodes to the pinned pixels, re-encodes to the pinned bytes."""
+    data = (HERE / f"{name}.pxz").read_bytes()
+    assert data[2] >> 4 == 4
+    img = Image.open(HERE / f"{name}.png")
+    assert np.array_equal(np.asarray(pxzip.decompress_image(data, pinned_models)), np.asarray(img))
+    assert pxzip.compress(img, pinned_models, **WAVE[name]) == data

@@ -63,6 +63,8 @@ SPECS = [
     ("p-rgb-7x7", "P", 7, 7, "mixed"),  # distinct colours: coded as RGB through the palette
     ("one-7x5", "1", 7, 5, "gated"),
     ("one-8x8", "1", 8, 8, "pp"),
+    ("rgb-wave-3x70", "RGB", 3, 70, "pp"),  # a side above 64: wavefront order, a format 4 file
+    ("l-wave-66x3", "L", 66, 3, "gated"),
     ("rgb-meta-6x5", "RGB", 6, 5, "pp"),  # with ICC profile, EXIF and PNG text: a format 2 file
     ("rgb-label-6x5", "RGB", 6, 5, "cond"),  # a class-conditional model and a stored label: format 3
 ]
@@ -144,6 +146,7 @@ def fuzz(tiny_models, cond_models):
     assert not container.unpack(corpus[8].data)[0].palette_as_rgb
     assert container.unpack(corpus[-2].data)[0].metadata and corpus[-2].data[2] >> 4 == 2  # format 2 covered
     assert container.unpack(corpus[-1].data)[0].label == 2 and corpus[-1].data[2] >> 4 == 3  # format 3 covered
+    assert sum(s.header.wavefront and s.data[2] >> 4 == 4 for s in corpus) == 2  # format 4 covered
     with _env("PXZIP_MAX_PIXELS", str(FUZZ_MAX_PIXELS)):
         for s in corpus:  # the corpus is valid (and the decoder is warm before any deadline)
             assert _outcome(s.data, models, s) is None, s.name

@@ -59,7 +59,22 @@ def ensemble() -> None:
     (HERE / "ens-rgb.pxz").write_bytes(pxzip.compress(Image.open(HERE / "rgb.png"), ens))
 
 
+def wave() -> None:
+    """wave-rgb / wave-l: format-4 files (wavefront order) of the pinned models, several tile shapes
+    (`python tests/expected/make_expected.py wavefront`; added with format 4)."""
+    models = [zoo.load_file(HERE / f"{n}.safetensors") for n in ("pinned-pp-rgb", "pinned-gated-gray")]
+    yy, xx = np.mgrid[0:40, 0:70]
+    ramp = ((yy * 7 + xx * 3) % 256).astype(np.uint8)
+    noise = np.random.default_rng(20261123).integers(0, 256, ramp.shape, dtype=np.uint8)
+    rgb = Image.fromarray(np.stack([ramp, ramp[::-1], noise], -1))
+    rgb.save(HERE / "wave-rgb.png")
+    (HERE / "wave-rgb.pxz").write_bytes(pxzip.compress(rgb, models, tile=16, order="wavefront"))
+    gray = Image.fromarray(np.ascontiguousarray(ramp.T[:, :20]), "L")  # 70 x 20: one tile, taller than wide
+    gray.save(HERE / "wave-l.png")
+    (HERE / "wave-l.pxz").write_bytes(pxzip.compress(gray, models, order="wavefront"))
+
+
 if __name__ == "__main__":
     import sys
 
-    ensemble() if sys.argv[1:] == ["ensemble"] else main()
+    {"ensemble": ensemble, "wavefront": wave}.get(sys.argv[1] if sys.argv[1:] else "", main)()
