@@ -39,7 +39,8 @@ DEFAULT_TILE_LOG2 = 6  # raster order: 64x64 tiles for images larger than that i
 DEFAULT_WAVE_TILE_LOG2 = 8  # wavefront order: 256x256 tiles (see benchmarks/README.md, session 6)
 SMALL_SIDE = 64  # order "auto": images with both sides up to this are one tile in raster order
 ORDERS = ("auto", "wavefront", "raster")
-MAX_WAVE_LANES = 4096  # rows in flight the decoder batches across files (bounds its memory)
+MAX_WAVE_LANES = 4096  # rows in flight (per member) the decoder batches across files (bounds its memory)
+WAVE_UNIT_PIXELS = 1 << 20  # wavefront order: tiles per unit up to this many pixels (at least one)
 PASS_POSITIONS = 16384  # positions per chunk of the encoder's parallel pass (bounds its memory)
 TABLE_POSITIONS = 8192  # positions per batch of exact tables in the encoder (bounds its memory)
 FAMILY = constriction.stream.model.Categorical(perfect=False)
@@ -60,8 +61,11 @@ class Unit:
     origins: list[tuple[int, int]]  # (y, x) of each tile, in order
 
 
-def units_for(height: int, width: int, tile_log2: int, n_planes: int) -> list[Unit]:
+def units_for(height: int, width: int, tile_log2: int, n_planes: int, wave: bool = False) -> list[Unit]:
+    """The units of an image, in coding order. In wavefront order a unit holds at most
+    WAVE_UNIT_PIXELS of tiles (the encoder's and decoder's memory grows with the unit)."""
     t = 1 << tile_log2 if tile_log2 else max(height, width)
+    per = max(1, min(MAX_LANES, WAVE_UNIT_PIXELS // (t * t))) if wave else MAX_LANES
     by_shape: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for y in range(0, height, t):
         for x in range(0, width, t):
@@ -70,8 +74,8 @@ def units_for(height: int, width: int, tile_log2: int, n_planes: int) -> list[Un
     for p in range(n_planes):
         for shape in sorted(by_shape, reverse=True):
             tiles = by_shape[shape]
-            for k in range(0, len(tiles), MAX_LANES):
-                out.append(Unit(p, shape, tiles[k : k + MAX_LANES]))
+            for k in range(0, len(tiles), per):
+                out.append(Unit(p, shape, tiles[k : k + per]))
     return out
 
 
@@ -152,10 +156,10 @@ def encode_unit(
     """
     n, th, tw, c = tiles_px.shape
     em = model.exact
-    params = unit_params(model, tiles_px, label)  # (n, P, th, tw)
     if wave:
-        _encode_wave(enc, model, tiles_px, params, trace, progress)
+        _encode_wave(enc, model, tiles_px, label, trace, progress)
         return
+    params = unit_params(model, tiles_px, label)  # (n, P, th, tw)
     # rows per table batch: fewer numpy calls, bounded memory (an ensemble's tables are M times wider)
     rows = max(1, TABLE_POSITIONS // (tw * n * model.members))
     for i0 in range(0, th, rows):
@@ -174,13 +178,16 @@ def encode_unit(
             progress(r * tw * n)
 
 
-def unit_params(model: zoo.Model, tiles_px: np.ndarray, label: int | None = None) -> np.ndarray:
+def unit_params(
+    model: zoo.Model, tiles_px: np.ndarray, label: int | None = None, rows: int | None = None
+) -> np.ndarray:
     """The encoder's parallel pass over tiles (n, th, tw, C) uint8 -> int32 head outputs (n, P, th, tw).
 
     Bounded memory: a few tiles per pass, and a tile above PASS_POSITIONS pixels in strips of rows,
     each computed with `network.receptive_rows` rows above it as context. That gives the same
     integers as the whole tile: nothing above those rows can reach the strip, and the exact model's
     values do not depend on how the work is cut (tests/test_wavefront.py checks it).
+    rows: rows per strip (default: PASS_POSITIONS worth, at least twice the halo).
     """
     n, th, tw, c = tiles_px.shape
     em = model.exact
@@ -188,7 +195,7 @@ def unit_params(model: zoo.Model, tiles_px: np.ndarray, label: int | None = None
     labels = lane_labels(model, label, n)
     per = max(1, PASS_POSITIONS // (th * tw))
     halo = network.receptive_rows(em.cfg)
-    rows = max(1, PASS_POSITIONS // tw)  # rows per strip of a large tile
+    rows = rows or max(PASS_POSITIONS // tw, 2 * halo)  # rows per strip of a large tile (the halo is overhead)
     out = np.empty((n, em.cfg.num_params_out, th, tw), np.int32)
     for k in range(0, n, per):
         lab = _part(labels, k, per)
@@ -200,21 +207,35 @@ def unit_params(model: zoo.Model, tiles_px: np.ndarray, label: int | None = None
     return out
 
 
-def _encode_wave(enc, model: zoo.Model, tiles_px, params, trace, progress) -> None:
-    """The symbols of a unit in wavefront order: step t, channel c, tile, row i (see wavefront.py)."""
+def _encode_wave(enc, model: zoo.Model, tiles_px, label, trace, progress) -> None:
+    """The symbols of a unit in wavefront order: step t, channel c, tile, row i (see wavefront.py).
+
+    The network pass runs in strips of rows as the wavefront reaches them (`unit_params` on the
+    rows plus their halo), so memory holds a band of about width / D rows, not whole tiles."""
     n, th, tw, c = tiles_px.shape
     em = model.exact
     lag = wavefront.lag_for(em.cfg)
     rows, cols = wavefront.order(th, tw, lag)  # every position, sorted by (t, i)
     steps = cols + lag * rows
     per = max(1, TABLE_POSITIONS // (n * model.members))  # positions per table batch
+    halo = network.receptive_rows(em.cfg)
+    strip = max(PASS_POSITIONS // tw, 2 * halo)  # rows per network pass (as unit_params; the halo is overhead)
+    band, band_lo = np.zeros((n, em.cfg.num_params_out, 0, tw), np.int32), 0  # params of rows band_lo..
     a = 0
     while a < len(rows):
         # cut batches at step boundaries: a step's symbols interleave channels across its rows
         b = len(rows) if a + per >= len(rows) else int(np.searchsorted(steps, steps[a + per], "left"))
         b = max(b, int(np.searchsorted(steps, steps[a], "right")))
         k = b - a
-        prm = params[:, :, rows[a:b], cols[a:b]].transpose(2, 0, 1).reshape(k * n, -1)  # (k*n, P)
+        lo, hi = int(rows[a:b].min()), int(rows[a:b].max()) + 1
+        drop = min(max(0, lo - band_lo), band.shape[2])  # rows the wavefront has left behind
+        band, band_lo = band[:, :, drop:], band_lo + drop
+        while band_lo + band.shape[2] < hi:  # the next strip, computed with its halo of rows above
+            s0 = band_lo + band.shape[2]
+            top = max(0, s0 - halo)
+            new = unit_params(model, tiles_px[:, top : s0 + strip], label, rows=s0 + strip - top)  # one strip
+            band = np.concatenate([band, new[:, :, s0 - top :]], 2)
+        prm = band[:, :, rows[a:b] - band_lo, cols[a:b]].transpose(2, 0, 1).reshape(k * n, -1)  # (k*n, P)
         px = tiles_px[:, rows[a:b], cols[a:b]].transpose(1, 0, 2)  # (k, n, C)
         fr = tables.head_freqs_all(prm, px.reshape(k * n, c), model.cfg, em.luts, em.prior).reshape(k, n, c, 256)
         # coding order of the (position, tile, channel) grid: step, channel, tile, then position (= row)
@@ -377,7 +398,7 @@ def compress(
     header = dataclasses.replace(header, crc32=container.checksum(header, container.pixel_crc(split.pixels, extra)))
     enc = constriction.stream.queue.RangeEncoder()
     step = _counter(progress, h * w * len(split.planes))
-    for unit in units_for(h, w, tile_log2, len(split.planes)):
+    for unit in units_for(h, w, tile_log2, len(split.planes), wave):
         plane = _gather(split.planes[unit.plane], unit)
         encode_unit(enc, models[split.kinds[unit.plane]], plane, trace, step, label, wave)
     return container.pack(header, container.words_to_bytes(enc.get_compressed()))
@@ -481,7 +502,7 @@ def _open(data: bytes, given: list[zoo.Model]) -> _Stream:
             raise FormatError(f"corrupt pxz file: class label {header.label} unknown to the model")
     kinds = planes.plane_kinds(header.mode, header.palette_as_rgb)
     shapes = [(header.height, header.width, models[k].cfg.in_channels) for k in kinds]
-    units = units_for(header.height, header.width, header.tile_log2, len(kinds))
+    units = units_for(header.height, header.width, header.tile_log2, len(kinds), header.wavefront)
     decoder = constriction.stream.queue.RangeDecoder(container.bytes_to_words(payload))
     return _Stream(header, decoder, models, kinds, units, [np.zeros(s, np.uint8) for s in shapes])
 
@@ -503,6 +524,9 @@ def decompress_many(
 ) -> list[np.ndarray]:
     """Decode many .pxz byte strings at once, batching their tiles into shared decoder steps.
 
+    max_lanes: tiles per batch of raster-order units; wavefront units are batched up to
+    MAX_WAVE_LANES rows in flight (tiles x slots x ensemble members) instead.
+
     progress: called as progress(done, total) with pixel counts (summed over planes and images).
     """
     given = _as_models(model)
@@ -518,8 +542,10 @@ def decompress_many(
             groups.setdefault((s.models[s.kinds[u.plane]].sha256, u.shape, s.header.wavefront), []).append(s)
         for (_, shape, wave), members in groups.items():
             # a batch's lanes: tiles in raster order, rows in flight in wavefront order
-            cfg = members[0].models[members[0].kinds[members[0].units[members[0].next].plane]].cfg
-            per_tile, budget = (wavefront.slots_for(cfg, shape[1]), MAX_WAVE_LANES) if wave else (1, max_lanes)
+            m0 = members[0].models[members[0].kinds[members[0].units[members[0].next].plane]]
+            per_tile, budget = (1, max_lanes)
+            if wave:
+                per_tile, budget = wavefront.slots_for(m0.cfg, shape[1]) * m0.members, MAX_WAVE_LANES
             k = 0
             while k < len(members):  # fill decoder batches up to the budget
                 batch, lanes = [], 0

@@ -65,8 +65,8 @@ class PxzDecoder(ImageFile.PyDecoder):
 
 
 def _save(im: Image.Image, fp, filename) -> None:
-    """Save options: model (name, path or list), tile, metadata (False: do not keep ICC/EXIF/XMP/text),
-    label (class-conditional models: a class number or "auto")."""
+    """Save options: model (name, path or list), tile, order ("auto", "wavefront", "raster"), metadata
+    (False: do not keep ICC/EXIF/XMP/text), label (class-conditional models: a class number or "auto")."""
     info = im.encoderinfo
     keep = info.get("metadata", True)
     tile, label, order = info.get("tile"), info.get("label"), info.get("order", "auto")

@@ -232,20 +232,20 @@ class _HOps(IntArith):
         ws = self.ws
         ring = ws.hrings.get(name)
         if ring is None:
-            ring = ws.hrings[name] = _Rings(ws.lanes, ws.cols, t.shape[1], ws.device)
-        ring.write(ws.px_lane * ws.cols + ws.px_col % ws.cols, t[:, :, 0, 0])
+            # the horizontal stream reads its own row only, r columns back: r + 1 columns suffice
+            ring = ws.hrings[name] = _Rings(ws.lanes, ws.plan.r + 1, t.shape[1], ws.device)
+        ring.write(ws.px_lane * ring.cols + ws.px_col % ring.cols, t[:, :, 0, 0])
         return t
 
     def conv(self, name, src):
         spec, ws = self.em.specs[name], self.ws
         if spec.src == "v":  # 1x1 convolutions of the vertical stream at the pixel
-            k = ws.plan.names[src]
-            window = ws.rings[k].read(ws.px_lane * ws.cols + ws.px_col % ws.cols)  # (N, C)
+            window = ws.rings[ws.plan.names[src]].read(ws.px_lane * ws.cols + ws.px_col % ws.cols)  # (N, C)
         else:
             ring = ws.rings[ws.plan.names["x"]] if src == "x" else ws.hrings[src]
             cols = ws.px_col[:, None] - spec.left + torch.arange(spec.kw, device=ws.device)  # (N, kw)
-            flat = ws.px_lane[:, None] * ws.cols + cols % ws.cols
-            window = ring.read(torch.where(cols >= 0, flat, ring.zero * ws.cols))  # (N, kw, C)
+            flat = ws.px_lane[:, None] * ring.cols + cols % ring.cols
+            window = ring.read(torch.where(cols >= 0, flat, ring.zero * ring.cols))  # (N, kw, C)
         return self._apply_at(name, window)
 
 
