@@ -4,7 +4,8 @@ Coding order (the decoder reproduces it step by step). An image is split into pl
 each coded by the model of its kind. A plane is cut into square tiles of 2**tile_log2 (one tile
 for small images); tiles are independent contexts, which is what lets the decoder advance many
 tiles per step. Tiles are grouped into *units*: per plane, by tile shape (largest first), in
-raster order, at most MAX_LANES tiles per unit. Within a unit the symbols go in one of two orders:
+raster order, at most MAX_LANES tiles per unit (wavefront order: at most WAVE_UNIT_PIXELS of tiles).
+Within a unit the symbols go in one of two orders:
 
 * raster (formats 1-3): row i, column j, channel c, then tile: each decoder step decodes one
   subpixel of every tile of the unit at once;
