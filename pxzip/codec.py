@@ -303,8 +303,8 @@ def _decode_wave(model: zoo.Model, shape, parts, out: np.ndarray, progress: Prog
     total = len(out)
     bounds = np.cumsum([0] + [n for _, n in parts])
     ws = em.wave_stepper(total, th, tw, labels=lanes)
-    done = 0
-    for t in range(ws.start, wavefront.num_steps(th, tw, ws.lag)):
+    done, end = 0, wavefront.num_steps(th, tw, ws.lag)
+    for t in range(ws.start, end):
         rows = ws.advance(t)
         k = len(rows)
         if not k:
@@ -321,7 +321,7 @@ def _decode_wave(model: zoo.Model, shape, parts, out: np.ndarray, progress: Prog
             ws.set_pixel(ch, torch.from_numpy(vals))
             steps.observe(ch, vals)
         done += k
-        if progress is not None and (done >= tw or t == wavefront.num_steps(th, tw, ws.lag) - 1):
+        if progress is not None and (done >= tw or t == end - 1):
             progress(done * total)  # about one row's worth of pixels at a time
             done = 0
     return out

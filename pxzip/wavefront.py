@@ -68,6 +68,7 @@ class Plan:
 
     nodes: list[_Node] = field(default_factory=list)
     names: dict[str, int] = field(default_factory=dict)  # put name -> node index
+    convs: list[str] = field(default_factory=list)  # the convolutions of the vertical stream
     reach: int = 0  # the deepest node's pos: how far right of a pixel the row below can look
     r: int = 1  # kernel_size // 2: rows above a convolution reads
 
@@ -100,6 +101,7 @@ class _Tracer:
     def conv(self, name, src):
         spec = self.specs[name]
         k = self.plan.names[src]
+        self.plan.convs.append(name)
         return self._new(self.plan.nodes[k].pos + spec.kw - 1 - spec.left, spec.cout)
 
     def _ew(self, channels_of, *ks):
@@ -234,13 +236,13 @@ class _HOps(IntArith):
         if ring is None:
             # the horizontal stream reads its own row only, r columns back: r + 1 columns suffice
             ring = ws.hrings[name] = _Rings(ws.lanes, ws.plan.r + 1, t.shape[1], ws.device)
-        ring.write(ws.px_lane * ring.cols + ws.px_col % ring.cols, t[:, :, 0, 0])
+        ring.write(ws.px_hflat, t[:, :, 0, 0])
         return t
 
     def conv(self, name, src):
         spec, ws = self.em.specs[name], self.ws
         if spec.src == "v":  # 1x1 convolutions of the vertical stream at the pixel
-            window = ws.rings[ws.plan.names[src]].read(ws.px_lane * ws.cols + ws.px_col % ws.cols)  # (N, C)
+            window = ws.rings[ws.plan.names[src]].read(ws.px_flat)  # (N, C)
         else:
             ring = ws.rings[ws.plan.names["x"]] if src == "x" else ws.hrings[src]
             cols = ws.px_col[:, None] - spec.left + torch.arange(spec.kw, device=ws.device)  # (N, kw)
@@ -272,11 +274,8 @@ class WaveStepper:
         self.hrings: dict[str, _Rings] = {}
         lab = None if labels is None else labels.to(device)
         self.tile_bias = em.lane_biases(lab, tiles)  # (tiles or 1, cout)
-        self.wmat = {
-            s.name: em.layers[s.name].w.permute(2, 3, 1, 0).reshape(-1, s.cout).contiguous()  # (kh*kw*Cin, Cout)
-            for s in em.specs.values()
-            if s.src in ("x", "v") and s.kh * s.kw > 1 or s.name == "v_in"
-        }
+        # the vertical stream's weights as (kh*kw*Cin, Cout) matrices, for windows read channels-last
+        self.wmat = {n: em.layers[n].w.permute(2, 3, 1, 0).reshape(-1, em.specs[n].cout).contiguous() for n in p.convs}
         self.tile_of = torch.arange(self.lanes, device=device) // self.slots  # (L,)
         self.slot_of = torch.arange(self.lanes, device=device) % self.slots
         self.t = self.start - 1
@@ -303,6 +302,8 @@ class WaveStepper:
             tiles = torch.arange(self.n, device=self.device)
             self.px_lane = (tiles[:, None] * self.slots + r[None, :] % self.slots).reshape(-1)  # (N,) tile, row
             self.px_col = (t - self.lag * r).repeat(self.n)
+            self.px_flat = self.px_lane * self.cols + self.px_col % self.cols  # (N,) in the vertical rings
+            self.px_hflat = self.px_lane * (self.plan.r + 1) + self.px_col % (self.plan.r + 1)  # horizontal rings
             self.hbias = {
                 k: b.index_select(0, self.px_lane // self.slots) if len(b) > 1 else b for k, b in self.tile_bias.items()
             }
@@ -310,7 +311,7 @@ class WaveStepper:
             x = self.rings[self.plan.names["x"]]
             blank = torch.zeros(len(self.px_lane), x.data.shape[1], dtype=torch.float64, device=self.device)
             blank[:, -1] = 255.0
-            x.write(self.px_lane * self.cols + self.px_col % self.cols, blank)
+            x.write(self.px_flat, blank)
         return rows
 
     def write_index(self, lag: int) -> torch.Tensor:
@@ -341,5 +342,4 @@ class WaveStepper:
     def set_pixel(self, c: int, values: torch.Tensor) -> None:
         """Channel c of the pixels coded in this step, (tiles * rows,) in order (tile, row)."""
         x = self.rings[self.plan.names["x"]]
-        idx = self.px_lane * self.cols + self.px_col % self.cols
-        x.data[idx, c] = values.to(x.data) * 2 - 255
+        x.data[self.px_flat, c] = values.to(x.data) * 2 - 255
