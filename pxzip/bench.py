@@ -38,6 +38,7 @@ JSON schema (``--json FILE``; every rate in bits/dim; ``null`` where undefined):
       },
       "label": null | "auto",
       "order": "auto" | "wavefront" | "raster",  # the coding order asked for (`codec.compress`)
+      "adapt": true | false,              # head offsets fitted per unit (format 5; `codec.compress`)
       "label_rates": null | {"nll_no_label", "nll_true_label": {"mean", "pooled", "n"}, "labelled_files"},
       "rates": {stage: {"mean", "pooled"}}  for stage in nll, ideal, payload, file,
       "overheads": {name: {"mean_bpd", "mean_pct", "pooled_bpd", "pooled_pct"}} with
@@ -324,6 +325,7 @@ def _measure(
     batch: int,
     label: str | None = None,
     order: str = "auto",
+    adapt: bool = True,
 ) -> dict:
     """Encode, decode, compare and float-NLL one chunk of items (models[i] codes items[i]).
 
@@ -344,7 +346,9 @@ def _measure(
     for i, it in enumerate(items):
         trace: list[np.ndarray] = []
         try:
-            blobs[i] = codec.compress(it.pixels, models[i], tile=tile, trace=trace, label=label, order=order)
+            blobs[i] = codec.compress(
+                it.pixels, models[i], tile=tile, trace=trace, label=label, order=order, adapt=adapt
+            )
         except Exception as e:  # counted and reported, never hidden
             errors.append({"index": i, "name": it.name, "stage": "encode", "error": f"{type(e).__name__}: {e}"})
             continue
@@ -425,13 +429,14 @@ def _measure_in_worker(
     threads: int,
     label: str | None,
     order: str = "auto",
+    adapt: bool = True,
 ) -> dict:
     """Worker-process side of --jobs: models loaded once per process (from their files, hash-checked)."""
     torch.set_num_threads(threads)
     for p in set(model_paths):
         if p not in _WORKER_MODELS:
             _WORKER_MODELS[p] = zoo.load_model(Path(p))
-    return _measure(items, [_WORKER_MODELS[p] for p in model_paths], tile, batch, label, order)
+    return _measure(items, [_WORKER_MODELS[p] for p in model_paths], tile, batch, label, order, adapt)
 
 
 def _chunks(n: int, size: int) -> list[range]:
@@ -451,6 +456,7 @@ def run(
     jobs: int = 1,
     label: str | None = None,
     order: str = "auto",
+    adapt: bool = True,
 ) -> dict:
     """Benchmark items; returns the report (the JSON schema in the module docstring).
 
@@ -461,6 +467,7 @@ def run(
     none) that gives the shortest file, and the report adds the float NLL without a label and
     with the dataset's own label.
     order: the coding order of every file (`codec.compress`).
+    adapt: head offsets fitted per unit (`codec.compress`); the float NLL is the model's without.
     """
     if label not in (None, "auto"):
         raise UsageError(f"bench label must be None or 'auto', not {label!r}")
@@ -492,7 +499,8 @@ def run(
     with _progress(n, "encode+decode", progress) as bar:
         if jobs == 1:
             for ch in chunks:
-                parts.append(_measure([items[i] for i in ch], [per_item[i] for i in ch], tile, batch, label, order))
+                chunk = [items[i] for i in ch]
+                parts.append(_measure(chunk, [per_item[i] for i in ch], tile, batch, label, order, adapt))
                 bar.update(len(ch))
         else:
             import multiprocessing
@@ -512,6 +520,7 @@ def run(
                         1,
                         label,
                         order,
+                        adapt,
                     )
                     for ch in chunks
                 ]
@@ -594,6 +603,7 @@ def run(
         },
         "label": label,
         "order": order,
+        "adapt": adapt,
         "label_rates": label_rates,
         "rates": rates,
         "overheads": _overheads(rates),

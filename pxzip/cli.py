@@ -421,6 +421,12 @@ def cli() -> None:
     help="symbol order: wavefront (format 4), raster (readable by pxzip before format 4), "
     "auto (wavefront for images with a side above 64)",
 )
+@click.option(
+    "--adapt/--no-adapt",
+    default=True,
+    help="fit head offsets to each large image and store them (format 5); --no-adapt writes files "
+    "that pxzip before format 5 reads",
+)
 @click.option("-f", "--force", is_flag=True, help="overwrite existing outputs")
 @click.option("--verify", is_flag=True, help="decode after encoding and fail (writing nothing) on any difference")
 @click.option("-q", "--quiet", is_flag=True, help="no per-file summary")
@@ -434,7 +440,7 @@ def cli() -> None:
     help="class-conditional models: code with class label N, or 'auto': try every label, keep the shortest",
 )
 def compress(
-    inputs, output, model_names, tile, order, force, verify, quiet, recursive, jobs, progress, strip, label
+    inputs, output, model_names, tile, order, adapt, force, verify, quiet, recursive, jobs, progress, strip, label
 ) -> None:
     """Compress images (PNG, BMP, TIFF, ...; '-' = stdin) to .pxz files.
 
@@ -443,7 +449,7 @@ def compress(
     """
     _models(model_names)  # fail early on a bad --model
     inputs = _expand(inputs, recursive, None)
-    opts = {"models": model_names, "tile": tile, "order": order, "force": force, "verify": verify}
+    opts = {"models": model_names, "tile": tile, "order": order, "adapt": adapt, "force": force, "verify": verify}
     opts["progress"] = progress
     opts["keep_metadata"] = not strip
     opts["label"] = label
@@ -467,9 +473,9 @@ def _compress_one(inp: str, out: str, opts: dict) -> dict:
     try:
         with _progress(opts["progress"], f"{inp}: encode") as progress:
             keep = opts["keep_metadata"]
-            tile, order, label = opts["tile"], opts["order"], opts["label"]
+            tile, order, label, adapt = opts["tile"], opts["order"], opts["label"], opts["adapt"]
             data = codec.compress(
-                img, models, tile=tile, progress=progress, keep_metadata=keep, label=label, order=order
+                img, models, tile=tile, progress=progress, keep_metadata=keep, label=label, order=order, adapt=adapt
             )
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -597,6 +603,8 @@ def info(inputs) -> None:
             f"{inp}: pxz format {version}, {h.width}x{h.height} {h.mode}, models {ids}, tiles {tile}, "
             f"header {len(data) - len(payload)} B, payload {len(payload)} B, {8 * len(data) / dims:.4f} bits/dim"
             + (f", class label {h.label}" if h.label is not None else "")
+            + (f", order {'wavefront' if h.wavefront else 'raster'}")
+            + (f", head offsets in {sum(map(bool, h.offsets))} of {len(h.offsets)} units" if h.offsets else "")
             + "".join(f", {metadata.LABELS[k]} {len(v)} B" for k, v in h.metadata)
         )
         return ""
@@ -640,6 +648,7 @@ def list_models() -> None:
 @click.option("--batch", type=click.IntRange(min=1), default=256, help="images per decompress_many call")
 @click.option("--tile", type=int, default=None, help="tile side, as for compress")
 @click.option("--order", type=click.Choice(codec.ORDERS), default="auto", help="symbol order, as for compress")
+@click.option("--adapt/--no-adapt", default=True, help="head offsets, as for compress")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads [default: torch's choice]")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, help="worker processes, one thread each")
 @click.option(
@@ -661,6 +670,7 @@ def bench(
     batch,
     tile,
     order,
+    adapt,
     threads,
     jobs,
     label,
@@ -700,6 +710,7 @@ def bench(
         jobs=jobs,
         label=label,
         order=order,
+        adapt=adapt,
     )
     click.echo(B.format_report(report))
     if json_path:  # temp file + rename: never a partial report

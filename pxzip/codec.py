@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pxzip import container, metadata, network, planes, tables, wavefront, zoo
+from pxzip import adapt, container, metadata, network, planes, tables, wavefront, zoo
 from pxzip.errors import ChecksumError, FormatError, UsageError
 
 MAX_LANES = 128  # tiles per unit: bounds the decoder's memory for huge images
@@ -44,6 +44,7 @@ MAX_WAVE_LANES = 4096  # rows in flight (per member) the decoder batches across 
 WAVE_UNIT_PIXELS = 1 << 20  # wavefront order: tiles per unit up to this many pixels (at least one)
 PASS_POSITIONS = 16384  # positions per chunk of the encoder's parallel pass (bounds its memory)
 TABLE_POSITIONS = 8192  # positions per batch of exact tables in the encoder (bounds its memory)
+KEEP_PARAMS = 1 << 26  # head outputs (int32) of a unit the encoder keeps between fitting offsets and coding
 FAMILY = constriction.stream.model.Categorical(perfect=False)
 SCALE = 2.0**-tables.PRECISION
 
@@ -147,20 +148,27 @@ def encode_unit(
     progress: Progress | None = None,
     label: int | None = None,
     wave: bool = False,
-) -> None:
+    fit: bool = False,
+) -> tuple[int, ...]:
     """Encode tiles (n, th, tw, C) uint8 into the range coder, in the canonical order.
 
     trace: if a list, the frequency of each coded symbol is appended to it (see `compress`).
     progress: called with the number of pixels (per plane) coded, after each batch of rows.
     label: class label for a conditional model (None: no label); unconditional models ignore it.
     wave: wavefront order (format 4), else raster order.
+    fit: fit head offsets (adapt.py) to this unit and code with them where they pay for themselves.
+    Returns the head offsets the unit was coded with, () for none.
     """
     n, th, tw, c = tiles_px.shape
     em = model.exact
+    params = None  # the unit's head outputs (n, P, th, tw), where they are computed whole
+    fit = fit and n * th * tw >= adapt.MIN_FIT_PIXELS and adapt.fittable(em.cfg)
+    if not wave or (fit and n * th * tw * em.cfg.num_params_out <= KEEP_PARAMS):
+        params = unit_params(model, tiles_px, label)
+    offsets = _fit_offsets(model, tiles_px, label, params) if fit else None
     if wave:
-        _encode_wave(enc, model, tiles_px, label, trace, progress)
-        return
-    params = unit_params(model, tiles_px, label)  # (n, P, th, tw)
+        _encode_wave(enc, model, tiles_px, label, trace, progress, params, offsets)
+        return () if offsets is None else tuple(int(q) for q in offsets)
     # rows per table batch: fewer numpy calls, bounded memory (an ensemble's tables are M times wider)
     rows = max(1, TABLE_POSITIONS // (tw * n * model.members))
     for i0 in range(0, th, rows):
@@ -168,7 +176,7 @@ def encode_unit(
         # (n, P, r, tw) -> (r, tw, n, P): symbol order is row, column, channel, lane
         prm = params[:, :, i0 : i0 + r].transpose(2, 3, 0, 1).reshape(r * tw * n, -1)
         px = tiles_px[:, i0 : i0 + r].transpose(1, 2, 0, 3).reshape(r * tw * n, c)
-        fr = tables.head_freqs_all(prm, px, model.cfg, em.luts, em.prior)  # (r*tw*n, C, 256)
+        fr = tables.head_freqs_all(adapt.apply(prm, offsets), px, model.cfg, em.luts, em.prior)  # (r*tw*n, C, 256)
         fr = fr.reshape(r * tw, n, c, 256).transpose(0, 2, 1, 3)  # order (i, j, c, lane)
         sym = px.reshape(r * tw, n, c).transpose(0, 2, 1).reshape(-1).astype(np.int32)
         enc.encode(sym, FAMILY, _probs(fr))
@@ -177,6 +185,32 @@ def encode_unit(
             trace.append(f.reshape(-1))
         if progress is not None:
             progress(r * tw * n)
+    return () if offsets is None else tuple(int(q) for q in offsets)
+
+
+def _fit_offsets(model: zoo.Model, tiles_px: np.ndarray, label, params: np.ndarray | None) -> np.ndarray | None:
+    """Head offsets for a unit (adapt.fit on a sample of its positions), or None where they would
+    not pay for their header bytes.
+
+    params: the unit's head outputs if they were computed whole; else the sampled positions'
+    outputs are computed here strip by strip (the coding pass computes them again)."""
+    n, th, tw, c = tiles_px.shape
+    idx = adapt.sample(n * th * tw)
+    t, i, j = np.unravel_index(idx, (n, th, tw))
+    if params is not None:
+        prm = params[t, :, i, j]  # (N, P)
+    else:
+        prm = np.empty((len(idx), model.exact.cfg.num_params_out), np.int32)
+        halo = network.receptive_rows(model.exact.cfg)
+        strip = max(PASS_POSITIONS // tw, 2 * halo)
+        for s0 in range(0, th, strip):
+            sel = (i >= s0) & (i < s0 + strip)
+            if sel.any():
+                top = max(0, s0 - halo)
+                new = unit_params(model, tiles_px[:, top : s0 + strip], label, rows=s0 + strip - top)
+                prm[sel] = new[t[sel], :, i[sel] - top, j[sel]]
+    f = adapt.fit(prm, tiles_px[t, i, j], model.exact.cfg, n * th * tw * c, model.exact.prior)
+    return f.offsets if f.worth_it else None
 
 
 def unit_params(
@@ -208,11 +242,13 @@ def unit_params(
     return out
 
 
-def _encode_wave(enc, model: zoo.Model, tiles_px, label, trace, progress) -> None:
+def _encode_wave(enc, model: zoo.Model, tiles_px, label, trace, progress, params=None, offsets=None) -> None:
     """The symbols of a unit in wavefront order: step t, channel c, tile, row i (see wavefront.py).
 
     The network pass runs in strips of rows as the wavefront reaches them (`unit_params` on the
-    rows plus their halo), so memory holds a band of about width / D rows, not whole tiles."""
+    rows plus their halo), so memory holds a band of about width / D rows, not whole tiles;
+    params: the unit's head outputs (n, P, th, tw) where they are already computed whole.
+    offsets: the unit's head offsets (P,), or None."""
     n, th, tw, c = tiles_px.shape
     em = model.exact
     lag = wavefront.lag_for(em.cfg)
@@ -222,6 +258,8 @@ def _encode_wave(enc, model: zoo.Model, tiles_px, label, trace, progress) -> Non
     halo = network.receptive_rows(em.cfg)
     strip = max(PASS_POSITIONS // tw, 2 * halo)  # rows per network pass (as unit_params; the halo is overhead)
     band, band_lo = np.zeros((n, em.cfg.num_params_out, 0, tw), np.int32), 0  # params of rows band_lo..
+    if params is not None:
+        band = params
     a = 0
     while a < len(rows):
         # cut batches at step boundaries: a step's symbols interleave channels across its rows
@@ -238,7 +276,8 @@ def _encode_wave(enc, model: zoo.Model, tiles_px, label, trace, progress) -> Non
             band = np.concatenate([band, new[:, :, s0 - top :]], 2)
         prm = band[:, :, rows[a:b] - band_lo, cols[a:b]].transpose(2, 0, 1).reshape(k * n, -1)  # (k*n, P)
         px = tiles_px[:, rows[a:b], cols[a:b]].transpose(1, 0, 2)  # (k, n, C)
-        fr = tables.head_freqs_all(prm, px.reshape(k * n, c), model.cfg, em.luts, em.prior).reshape(k, n, c, 256)
+        fr = tables.head_freqs_all(adapt.apply(prm, offsets), px.reshape(k * n, c), model.cfg, em.luts, em.prior)
+        fr = fr.reshape(k, n, c, 256)
         # coding order of the (position, tile, channel) grid: step, channel, tile, then position (= row)
         pos, tile, ch = np.meshgrid(np.arange(k), np.arange(n), np.arange(c), indexing="ij")
         perm = np.lexsort((pos.ravel(), tile.ravel(), ch.ravel(), steps[a:b][pos.ravel()]))
@@ -259,6 +298,7 @@ def decode_units(
     progress: Progress | None = None,
     labels: list[int | None] | None = None,
     wave: bool = False,
+    offsets: list[tuple[int, ...]] | None = None,
 ) -> np.ndarray:
     """Decode several units of one model, shape and order in lockstep.
 
@@ -266,6 +306,7 @@ def decode_units(
     tiles (sum n, th, tw, C) uint8, units concatenated in the given order.
     labels: the class label of each unit's file (None: no label), for conditional models.
     wave: the units are in wavefront order (format 4), else raster order.
+    offsets: each unit's head offsets (format 5; () for none), or None where no unit has any.
     """
     th, tw = shape
     cfg, em = model.cfg, model.exact
@@ -276,14 +317,20 @@ def decode_units(
     lanes = None
     if cfg.num_classes:  # each unit's lanes take its file's label: files with different labels share steps
         lanes = torch.cat([lane_labels(model, lab, n) for (_, n), lab in zip(parts, labels or [None] * len(parts))])
+    lane_off = None  # (total, P): each tile's head offsets
+    if offsets is not None and any(offsets):
+        p = em.cfg.num_params_out
+        rows = [np.broadcast_to(np.array(o or [0] * p, np.int64), (n, p)) for (_, n), o in zip(parts, offsets)]
+        lane_off = np.concatenate(rows)
     if wave:
-        return _decode_wave(model, shape, parts, out, progress, lanes)
+        return _decode_wave(model, shape, parts, out, progress, lanes, lane_off)
     st = em.stepper(total, th, tw, labels=lanes)
+    head = st.params_int if lane_off is None else (lambda j: adapt.apply(st.params_int(j), lane_off))
     vals = np.empty(total, np.int64)
     for i in range(th):
         st.start_row(i)
         for j in range(tw):
-            steps = tables.PixelSteps(cfg, em.luts, partial(st.params_int, j), em.prior)
+            steps = tables.PixelSteps(cfg, em.luts, partial(head, j), em.prior)
             for ch in range(c):
                 probs = _probs(steps.freqs(ch))
                 for (dec, _), lo, hi in zip(parts, bounds[:-1], bounds[1:]):
@@ -296,8 +343,10 @@ def decode_units(
     return out
 
 
-def _decode_wave(model: zoo.Model, shape, parts, out: np.ndarray, progress: Progress | None, lanes) -> np.ndarray:
-    """decode_units in wavefront order: each step decodes one pixel of every row in flight."""
+def _decode_wave(model: zoo.Model, shape, parts, out: np.ndarray, progress: Progress | None, lanes, lane_off):
+    """decode_units in wavefront order: each step decodes one pixel of every row in flight.
+
+    lane_off: (tiles, P) head offsets of each tile, or None."""
     th, tw = shape
     cfg, em = model.cfg, model.exact
     total = len(out)
@@ -311,7 +360,11 @@ def _decode_wave(model: zoo.Model, shape, parts, out: np.ndarray, progress: Prog
             continue
         r = np.arange(rows.start, rows.stop)
         j = t - ws.lag * r
-        steps = tables.PixelSteps(cfg, em.luts, ws.params_int, em.prior)
+        head = ws.params_int
+        if lane_off is not None:  # the stepper's lanes are (tile, row): each tile's offsets k times
+            off = np.repeat(lane_off, k, axis=0)
+            head = lambda off=off: adapt.apply(ws.params_int(), off)  # noqa: E731
+        steps = tables.PixelSteps(cfg, em.luts, head, em.prior)
         vals = np.empty(total * k, np.int64)  # order (tile, row), as the stepper's lanes
         for ch in range(cfg.in_channels):
             probs = _probs(steps.freqs(ch))
@@ -352,6 +405,7 @@ def compress(
     keep_metadata: bool = True,
     label: int | str | None = None,
     order: str = "auto",
+    adapt: bool = True,
 ) -> bytes:
     """Losslessly compress an image (PIL image or uint8 numpy array) to .pxz bytes.
 
@@ -368,10 +422,20 @@ def compress(
     order: symbol order, "wavefront" (format 4: large tiles that decode fast), "raster" (files that
     pxzip before format 4 reads) or "auto" (wavefront for images with a side above 64, else raster).
     The default tile follows the order: 256 for wavefront, 64 for raster.
+    adapt: fit head offsets to every unit of at least adapt.MIN_FIT_PIXELS pixels and store them
+    (format 5) where they save more than they cost; False writes files that pxzip before format 5
+    reads.
     """
     if label == "auto":
         return _compress_auto(
-            image, model, tile=tile, trace=trace, progress=progress, keep_metadata=keep_metadata, order=order
+            image,
+            model,
+            tile=tile,
+            trace=trace,
+            progress=progress,
+            keep_metadata=keep_metadata,
+            order=order,
+            adapt=adapt,
         )
     img = planes.to_image(image)
     split = planes.split(img)
@@ -396,12 +460,15 @@ def compress(
         label=label,
         wavefront=wave,
     )
-    header = dataclasses.replace(header, crc32=container.checksum(header, container.pixel_crc(split.pixels, extra)))
     enc = constriction.stream.queue.RangeEncoder()
     step = _counter(progress, h * w * len(split.planes))
+    offsets = []
     for unit in units_for(h, w, tile_log2, len(split.planes), wave):
         plane = _gather(split.planes[unit.plane], unit)
-        encode_unit(enc, models[split.kinds[unit.plane]], plane, trace, step, label, wave)
+        offsets.append(encode_unit(enc, models[split.kinds[unit.plane]], plane, trace, step, label, wave, adapt))
+    # the header holds the offsets, and the checksum covers the header: both are known only now
+    header = dataclasses.replace(header, offsets=tuple(offsets) if any(offsets) else ())
+    header = dataclasses.replace(header, crc32=container.checksum(header, container.pixel_crc(split.pixels, extra)))
     return container.pack(header, container.words_to_bytes(enc.get_compressed()))
 
 
@@ -504,6 +571,14 @@ def _open(data: bytes, given: list[zoo.Model]) -> _Stream:
     kinds = planes.plane_kinds(header.mode, header.palette_as_rgb)
     shapes = [(header.height, header.width, models[k].cfg.in_channels) for k in kinds]
     units = units_for(header.height, header.width, header.tile_log2, len(kinds), header.wavefront)
+    if header.offsets:
+        if len(header.offsets) != len(units):
+            n = len(header.offsets)
+            raise FormatError(f"corrupt pxz file: head offsets for {n} units, the image has {len(units)}")
+        for u, rec in zip(units, header.offsets):
+            p = models[kinds[u.plane]].exact.cfg.num_params_out
+            if rec and len(rec) != p:
+                raise FormatError(f"corrupt pxz file: {len(rec)} head offsets for a model with {p} head outputs")
     decoder = constriction.stream.queue.RangeDecoder(container.bytes_to_words(payload))
     return _Stream(header, decoder, models, kinds, units, [np.zeros(s, np.uint8) for s in shapes])
 
@@ -567,7 +642,8 @@ def _decode_batch(batch: list[_Stream], shape: tuple[int, int], progress: Progre
     try:
         parts = [(s.decoder, len(u.origins)) for s, u in zip(batch, units)]
         labels = [s.header.label for s in batch]
-        tiles = decode_units(model, shape, parts, progress, labels, batch[0].header.wavefront)
+        offsets = [s.header.offsets[s.next] if s.header.offsets else () for s in batch]
+        tiles = decode_units(model, shape, parts, progress, labels, batch[0].header.wavefront, offsets)
     except BaseException as e:
         # constriction reports bad input with ValueError or AssertionError ("Tried to decode from compressed
         # data that is invalid for the employed entropy model"), and Rust panics as pyo3's PanicException

@@ -11,10 +11,11 @@ import numpy as np
 from pxzip.errors import FormatError
 
 MAGIC = b"\x89X"
-FORMAT_VERSION = 4  # the newest version this reader reads; files are written in the oldest version that holds them
+FORMAT_VERSION = 5  # the newest version this reader reads; files are written in the oldest version that holds them
 METADATA_VERSION = 2  # the first version with a metadata section
 LABEL_VERSION = 3  # the first version with a class label (for class-conditional models)
 WAVEFRONT_VERSION = 4  # the first version whose tiles are coded in wavefront order (pxzip/wavefront.py)
+OFFSETS_VERSION = 5  # the first version with per-unit head offsets (pxzip/adapt.py)
 
 # Metadata kept beside the pixels (format 2): key -> code byte, written in code order.
 # "text" is the PNG text chunks as a UTF-8 JSON object {keyword: text} with sorted keys.
@@ -58,7 +59,9 @@ MODEL_ID_SIZE = 2
 FLAG_PALETTE_AS_RGB = 0x01
 FLAG_LABEL = 0x02  # format 3: one class-label byte follows the model ids
 FLAG_WAVEFRONT = 0x04  # format 4: symbols in wavefront order (else raster order)
-_RESERVED_FLAGS = 0x08
+FLAG_OFFSETS = 0x08  # format 5: a head-offsets section follows the metadata section
+MAX_OFFSET = 2**20  # |head offset| bound: the range of an exact head output (exact.CLAMP)
+MAX_OFFSET_RECORD = 2**16  # offsets per unit (a model's head outputs) a reader accepts
 # A side is at most 2**24, which fits in 4 LEB128 bytes; 5 leaves room to report
 # "too large" for slightly bigger values instead of a vaguer varint error.
 _MAX_VARINT_BYTES = 5
@@ -97,6 +100,9 @@ class Header:
     metadata: tuple[tuple[str, bytes], ...] = ()  # (key, value) in METADATA_CODES order, values non-empty
     label: int | None = None  # class label 0..254 the conditional model(s) coded with; None: no label
     wavefront: bool = False  # symbols in wavefront order (format 4), else raster order
+    # format 5: per coding unit, the integers added to every head output of its tiles (pxzip/adapt.py),
+    # () for a unit coded without; an empty tuple here means no section (no unit has offsets)
+    offsets: tuple[tuple[int, ...], ...] = ()
 
 
 def varint(value: int) -> bytes:
@@ -129,6 +135,25 @@ def metadata_section(metadata: tuple[tuple[str, bytes], ...]) -> bytes:
     for key, value in metadata:
         out += [bytes([METADATA_CODES[key]]), varint(len(value)), value]
     return b"".join(out)
+
+
+def zigzag(q: int) -> int:
+    """Signed -> unsigned for varints: 0, -1, 1, -2, 2, ... -> 0, 1, 2, 3, 4, ..."""
+    return 2 * q if q >= 0 else -2 * q - 1
+
+
+def unzigzag(z: int) -> int:
+    return z >> 1 if z % 2 == 0 else -((z + 1) >> 1)
+
+
+def offset_record(rec: tuple[int, ...]) -> bytes:
+    """One unit's head offsets as stored: varint n (0: none), then n zigzag varints."""
+    return b"".join([varint(len(rec)), *(varint(zigzag(q)) for q in rec)])
+
+
+def offsets_section(offsets: tuple[tuple[int, ...], ...]) -> bytes:
+    """The head-offsets section exactly as stored (format 5): varint unit count, then each unit's record."""
+    return varint(len(offsets)) + b"".join(offset_record(rec) for rec in offsets)
 
 
 def _check_header(h: Header) -> None:
@@ -164,10 +189,18 @@ def _check_header(h: Header) -> None:
             png_text(v)
     if h.label is not None and not 0 <= h.label <= 254:
         raise ValueError(f"class label {h.label} out of range 0..254")
+    if h.offsets:
+        if not any(h.offsets):
+            raise ValueError("an offsets section needs at least one unit with offsets")
+        for rec in h.offsets:
+            if len(rec) > MAX_OFFSET_RECORD or any(abs(q) > MAX_OFFSET for q in rec) or (rec and not any(rec)):
+                raise ValueError("head offsets out of range (or an all-zero record)")
 
 
 def version_of(header: Header) -> int:
     """The format version a header is written in: the oldest that holds it (older readers read it)."""
+    if header.offsets:
+        return OFFSETS_VERSION
     if header.wavefront:
         return WAVEFRONT_VERSION
     if header.label is not None:
@@ -179,7 +212,7 @@ def _prefix(header: Header) -> bytes:
     """The header bytes before the checksum field (canonical: unpack accepts only this encoding)."""
     _check_header(header)
     flags = (FLAG_PALETTE_AS_RGB if header.palette_as_rgb else 0) | (FLAG_LABEL if header.label is not None else 0)
-    flags |= FLAG_WAVEFRONT if header.wavefront else 0
+    flags |= (FLAG_WAVEFRONT if header.wavefront else 0) | (FLAG_OFFSETS if header.offsets else 0)
     parts = [
         MAGIC,
         bytes([(version_of(header) << 4) | MODE_CODES[header.mode], (header.tile_log2 << 4) | flags]),
@@ -192,6 +225,8 @@ def _prefix(header: Header) -> bytes:
         parts.append(palette_section(header.palette or b"", header.transparency))
     if version_of(header) >= METADATA_VERSION:  # format 3 always has the section, maybe with 0 entries
         parts.append(metadata_section(header.metadata))
+    if header.offsets:
+        parts.append(offsets_section(header.offsets))
     return b"".join(parts)
 
 
@@ -263,7 +298,8 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     tile_log2, flags = tile_flags >> 4, tile_flags & 0x0F
     too_new = flags & FLAG_LABEL and version < LABEL_VERSION
     too_new = too_new or (flags & FLAG_WAVEFRONT and version < WAVEFRONT_VERSION)
-    if flags & _RESERVED_FLAGS or too_new:
+    too_new = too_new or (flags & FLAG_OFFSETS and version < OFFSETS_VERSION)
+    if too_new:
         raise FormatError(f"corrupt pxz file: reserved flag bits set (0x{flags:x})")
     palette_as_rgb = bool(flags & FLAG_PALETTE_AS_RGB)
     if palette_as_rgb and mode != "P":
@@ -295,6 +331,7 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
             raise FormatError(f"corrupt pxz file: transparency has {n_trns} entries (max 256)")
         transparency = r.take(n_trns, "transparency") or None
     metadata = _read_metadata(r, empty_ok=version >= LABEL_VERSION) if version >= METADATA_VERSION else ()
+    offsets = _read_offsets(r) if flags & FLAG_OFFSETS else ()
     crc = int.from_bytes(r.take(4, "checksum"), "little")
     header = Header(
         mode=mode,
@@ -309,10 +346,30 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         metadata=metadata,
         label=label,
         wavefront=bool(flags & FLAG_WAVEFRONT),
+        offsets=offsets,
     )
     if version_of(header) != version:  # one canonical encoding per header: no needless newer versions
         raise FormatError(f"corrupt pxz file: format {version} for a header that format {version_of(header)} holds")
     return header, data[r.pos :]
+
+
+def _read_offsets(r: _Reader) -> tuple[tuple[int, ...], ...]:
+    # every record takes at least one byte, so a huge count fails as a truncated file, not in memory
+    count = r.varint("head offsets unit count")
+    if count > len(r.data) - r.pos:
+        raise FormatError(f"truncated pxz file: {count} head-offset records in {len(r.data) - r.pos} bytes")
+    out = []
+    for _ in range(count):
+        n = r.varint("head offsets count")
+        if n > MAX_OFFSET_RECORD:
+            raise FormatError(f"corrupt pxz file: {n} head offsets in one unit (at most {MAX_OFFSET_RECORD})")
+        rec = tuple(unzigzag(r.varint("head offset")) for _ in range(n))
+        if any(abs(q) > MAX_OFFSET for q in rec) or (rec and not any(rec)):
+            raise FormatError("corrupt pxz file: a head offset out of range, or a record of zeros")
+        out.append(rec)
+    if not any(out):
+        raise FormatError("corrupt pxz file: a head-offsets section without offsets")
+    return tuple(out)
 
 
 def _read_metadata(r: _Reader, empty_ok: bool) -> tuple[tuple[str, bytes], ...]:
@@ -320,7 +377,7 @@ def _read_metadata(r: _Reader, empty_ok: bool) -> tuple[tuple[str, bytes], ...]:
     # a version-2 file exists only to carry metadata: zero entries is not a canonical file
     if not int(not empty_ok) <= count <= len(METADATA_CODES):
         most = len(METADATA_CODES)
-        raise FormatError(f"corrupt pxz file: {count} metadata entries (at most {most}, 0 only in formats 3 and 4)")
+        raise FormatError(f"corrupt pxz file: {count} metadata entries (at most {most}, 0 only in formats 3 and later)")
     out, last = [], 0
     for _ in range(count):
         code = r.take(1, "metadata key")[0]
@@ -340,7 +397,8 @@ def _read_metadata(r: _Reader, empty_ok: bool) -> tuple[tuple[str, bytes], ...]:
     return tuple(out)
 
 
-FIELDS = ("vm", "tf", "ids", "label", "width", "height", "pal", "meta", "crc", "payload")  # the byte fields after MAGIC
+# the byte fields after MAGIC
+FIELDS = ("vm", "tf", "ids", "label", "width", "height", "pal", "meta", "offsets", "crc", "payload")
 
 
 def fields(data: bytes) -> dict[str, bytes]:
@@ -356,6 +414,7 @@ def fields(data: bytes) -> dict[str, bytes]:
         "height": varint(h.height),
         "pal": palette_section(h.palette, h.transparency) if h.mode == "P" else b"",
         "meta": metadata_section(h.metadata) if version_of(h) >= METADATA_VERSION else b"",
+        "offsets": offsets_section(h.offsets) if h.offsets else b"",
         "crc": h.crc32.to_bytes(4, "little"),
         "payload": payload,
     }

@@ -47,3 +47,25 @@ def test_pinned_wavefront_files(name, pinned_models):
     img = Image.open(HERE / f"{name}.png")
     assert np.array_equal(np.asarray(pxzip.decompress_image(data, pinned_models)), np.asarray(img))
     assert pxzip.compress(img, pinned_models, **WAVE[name]) == data
+
+
+def test_pinned_format5_file(pinned_models, monkeypatch):
+    """Format 5 (head offsets): decodes to the pinned pixels; and coding the image with the pinned
+    file's offsets reproduces its bytes. (Which offsets the encoder picks is a float fit that may
+    differ between machines, so the fit itself is replaced by the stored offsets here.)"""
+    from pxzip import adapt, codec, container
+
+    data = (HERE / "adapt-rgb.pxz").read_bytes()
+    h = container.unpack(data)[0]
+    assert data[2] >> 4 == 5 and h.wavefront and len(h.offsets) == 4 and any(h.offsets)
+    img = Image.open(HERE / "adapt-rgb.png")
+    assert np.array_equal(np.asarray(pxzip.decompress_image(data, pinned_models)), np.asarray(img))
+    stored = iter(h.offsets)
+
+    def replay(model, tiles_px, label, params):
+        rec = next(stored)
+        return np.array(rec, np.int64) if rec else None
+
+    monkeypatch.setattr(adapt, "MIN_FIT_PIXELS", 1)
+    monkeypatch.setattr(codec, "_fit_offsets", replay)
+    assert pxzip.compress(img, pinned_models, tile=16, order="wavefront") == data

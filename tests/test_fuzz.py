@@ -67,6 +67,7 @@ SPECS = [
     ("l-wave-66x3", "L", 66, 3, "gated"),
     ("rgb-meta-6x5", "RGB", 6, 5, "pp"),  # with ICC profile, EXIF and PNG text: a format 2 file
     ("rgb-label-6x5", "RGB", 6, 5, "cond"),  # a class-conditional model and a stored label: format 3
+    ("rgba-adapt-10x20", "RGBA", 10, 20, "pp"),  # head offsets for both planes: a format 5 file
 ]
 N = len(SPECS)
 INTERESTING_SIZES = [
@@ -98,6 +99,9 @@ def _image(mode: str, h: int, w: int, rng: np.random.Generator, name: str) -> Im
         return img
     c = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}[mode]
     arr = rng.integers(0, 256, (h, w, c), dtype=np.uint8)
+    if "adapt" in name:  # smooth, so that offsets pay even for the tiny random models
+        arr = (np.add.outer(np.arange(h) * 9, np.arange(w) * 3)[..., None] + np.arange(c) * 50 + arr % 4) % 256
+        arr = arr.astype(np.uint8)
     arr[0, 0] |= 1  # never all zero (see the module docstring)
     img = Image.fromarray(arr[:, :, 0] if c == 1 else arr, mode)
     if "meta" in name:
@@ -131,6 +135,18 @@ def _env(name: str, value: str | None):
             os.environ[name] = old
 
 
+@contextmanager
+def _fit_units_of_any_size(on: bool):
+    from pxzip import adapt
+
+    old = adapt.MIN_FIT_PIXELS
+    adapt.MIN_FIT_PIXELS = 1 if on else old
+    try:
+        yield
+    finally:
+        adapt.MIN_FIT_PIXELS = old
+
+
 @pytest.fixture(scope="module")
 def fuzz(tiny_models, cond_models):
     """Corpus, the models every decode gets (the four tiny ones, one conditional) and the RSS baseline."""
@@ -138,15 +154,18 @@ def fuzz(tiny_models, cond_models):
     corpus = []
     for name, mode, h, w, which in SPECS:
         img = _image(mode, h, w, rng, name)
-        data = pxzip.compress(img, _model_set(tiny_models, which, cond_models), label=2 if which == "cond" else None)
+        models = _model_set(tiny_models, which, cond_models)
+        with _fit_units_of_any_size("adapt" in name):
+            data = pxzip.compress(img, models, label=2 if which == "cond" else None)
         pixels = planes.split(img).pixels
         corpus.append(Sample(name, data, pixels, container.unpack(data)[0]))
     models = [tiny_models[k] for k in ("pp_rgb", "pp_gray", "gated_rgb", "gated_gray")] + [cond_models["pixelcnnpp"]]
     assert container.unpack(corpus[9].data)[0].palette_as_rgb  # both P paths are covered
     assert not container.unpack(corpus[8].data)[0].palette_as_rgb
-    assert container.unpack(corpus[-2].data)[0].metadata and corpus[-2].data[2] >> 4 == 2  # format 2 covered
-    assert container.unpack(corpus[-1].data)[0].label == 2 and corpus[-1].data[2] >> 4 == 3  # format 3 covered
+    assert container.unpack(corpus[-3].data)[0].metadata and corpus[-3].data[2] >> 4 == 2  # format 2 covered
+    assert container.unpack(corpus[-2].data)[0].label == 2 and corpus[-2].data[2] >> 4 == 3  # format 3 covered
     assert sum(s.header.wavefront and s.data[2] >> 4 == 4 for s in corpus) == 2  # format 4 covered
+    assert all(corpus[-1].header.offsets) and corpus[-1].data[2] >> 4 == 5  # format 5, both planes
     with _env("PXZIP_MAX_PIXELS", str(FUZZ_MAX_PIXELS)):
         for s in corpus:  # the corpus is valid (and the decoder is warm before any deadline)
             assert _outcome(s.data, models, s) is None, s.name

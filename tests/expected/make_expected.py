@@ -74,7 +74,23 @@ def wave() -> None:
     (HERE / "wave-l.pxz").write_bytes(pxzip.compress(gray, models, order="wavefront"))
 
 
+def adapted() -> None:
+    """adapt-rgb: a format-5 file (head offsets per unit) of pinned-pp-rgb, 16x16 tiles in wavefront
+    order (`python tests/expected/make_expected.py adapted`; added with format 5). The encoder fits
+    offsets to units of any size here (adapt.MIN_FIT_PIXELS = 1) so the file stays small."""
+    from pxzip import adapt
+
+    model = zoo.load_file(HERE / "pinned-pp-rgb.safetensors")
+    yy, xx = np.mgrid[0:24, 0:40]
+    base = 90 + 40 * np.sin(yy / 5.0) + 30 * np.cos(xx / 7.0)
+    noise = np.random.default_rng(20261125).normal(0, 2, base.shape + (3,))
+    rgb = np.clip(np.stack([base + 60, base, base * 0.5], -1) + noise, 0, 255).astype(np.uint8)
+    Image.fromarray(rgb).save(HERE / "adapt-rgb.png")
+    adapt.MIN_FIT_PIXELS = 1
+    (HERE / "adapt-rgb.pxz").write_bytes(pxzip.compress(rgb, [model], tile=16, order="wavefront"))
+
+
 if __name__ == "__main__":
     import sys
 
-    {"ensemble": ensemble, "wavefront": wave}.get(sys.argv[1] if sys.argv[1:] else "", main)()
+    {"ensemble": ensemble, "wavefront": wave, "adapted": adapted}.get(sys.argv[1] if sys.argv[1:] else "", main)()

@@ -1,0 +1,276 @@
+"""Head offsets (format 5, pxzip/adapt.py): the fit, the header section, and exact round trips."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import pxzip
+from pxzip import adapt, codec, container, tables, zoo
+from pxzip.cli import cli
+from pxzip.errors import FormatError
+
+
+@pytest.fixture
+def small_fit(monkeypatch):
+    """Fit units of any size, so that small test images exercise format 5."""
+    monkeypatch.setattr(adapt, "MIN_FIT_PIXELS", 1)
+
+
+def _photo_like(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth RGB image with a colour cast and mild noise: offsets have something to correct."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = 90 + 40 * np.sin(yy / 5.0) + 30 * np.cos(xx / 7.0)
+    img = np.stack([base + 60, base, base * 0.5], -1) + rng.normal(0, 2, (h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _bits(model, px: np.ndarray, offsets) -> float:
+    """Ideal code length of px (whole image, one tile) under the exact tables plus offsets."""
+    prm = codec.unit_params(model, px[None])[0]  # (P, H, W)
+    flat = prm.reshape(prm.shape[0], -1).T
+    pix = px.reshape(-1, px.shape[2])
+    fr = tables.head_freqs_all(adapt.apply(flat, offsets), pix, model.exact.cfg, model.exact.luts, model.exact.prior)
+    f = np.take_along_axis(fr, pix[:, :, None].astype(np.int64), 2)
+    return float(np.sum(tables.PRECISION - np.log2(f.astype(np.float64))))
+
+
+def test_apply_adds_and_clamps():
+    params = np.array([[0, 5, -(2**20)], [2**20 - 1, 0, 7]], np.int64)
+    out = adapt.apply(params, np.array([3, -5, -1]))
+    assert out.tolist() == [[3, 0, -(2**20)], [2**20, -5, 6]]
+    assert adapt.apply(params, None) is params
+
+
+def test_cost_bits_is_the_record_size():
+    q = np.array([0, -1, 63, -64, 64, 8191, -8193, 2**20])
+    assert adapt.cost_bits(q) == 8 * len(container.offset_record(tuple(int(v) for v in q)))
+    assert adapt.cost_bits(q) == 8 * (1 + 1 + 1 + 1 + 1 + 2 + 2 + 3 + 4)  # count, then zigzag varints
+
+
+def test_sample_is_fixed_and_spread():
+    assert adapt.sample(10).tolist() == list(range(10))
+    a, b = adapt.sample(10**6), adapt.sample(10**6)
+    assert len(a) == adapt.FIT_POSITIONS and np.array_equal(a, b) and np.all(np.diff(a) > 0)
+    cols = a % 768  # a 768-wide image: every column parity is sampled about equally
+    assert abs(np.mean(cols % 2) - 0.5) < 0.02
+
+
+def test_fit_finds_a_planted_shift_and_it_saves_real_bits(tiny_models):
+    """Shift the exact head outputs' means by a known amount; the fit must take it back, and the
+    exact tables must code the image in fewer bits with the fitted offsets than without."""
+    m = tiny_models["pp_rgb"]
+    cfg = m.exact.cfg
+    px = _photo_like(24, 32)
+    prm = codec.unit_params(m, px[None])[0]
+    flat = prm.reshape(prm.shape[0], -1).T.astype(np.int64)
+    pix = px.reshape(-1, 3)
+    f0 = adapt.fit(flat, pix, cfg, pix.size)
+    assert f0.worth_it and f0.bits_after < f0.bits_before
+    k, c = cfg.num_logistic_mix, cfg.in_channels
+    planted = np.zeros(cfg.num_params_out, np.int64)
+    planted[k : k + c * k] = -40 * 2**cfg.act_bits  # every mean 40 levels ("u" units) too low
+    f1 = adapt.fit(flat + planted, pix, cfg, pix.size)
+    # the fit's means move up by about the planted shift on top of what the unshifted fit chose
+    moved = (f1.offsets - f0.offsets)[k : k + c * k] / 2**cfg.act_bits
+    assert np.median(moved) == pytest.approx(40, abs=8)
+    # real exact-table bits, not the float estimate
+    assert _bits(m, px, f0.offsets) < _bits(m, px, None) - adapt.cost_bits(f0.offsets)
+
+
+def test_fit_for_an_ensemble(ens_model):
+    px = _photo_like(20, 24, seed=3)
+    prm = codec.unit_params(ens_model, px[None])[0]
+    flat = prm.reshape(prm.shape[0], -1).T
+    f = adapt.fit(flat, px.reshape(-1, 3), ens_model.exact.cfg, px.size, ens_model.exact.prior)
+    assert f.offsets.shape == (ens_model.exact.cfg.num_params_out,)
+    assert _bits(ens_model, px, f.offsets) < _bits(ens_model, px, None)
+
+
+@pytest.fixture(scope="module")
+def ens_model(tiny_models, tmp_path_factory):
+    import torch
+
+    from pxzip.model import PixelCNN
+
+    torch.manual_seed(5)
+    path = tmp_path_factory.mktemp("ens") / "b.safetensors"
+    a = tiny_models["pp_rgb"]
+    zoo.save_model(path, PixelCNN(a.cfg), "tiny-pp-rgb-b")
+    out = path.parent / "ens.safetensors"
+    zoo.save_ensemble(out, [a, zoo.load_file(path)], [2, 1], "tiny-ens")
+    return zoo.load_file(out)
+
+
+@pytest.mark.parametrize("order,tile", [("wavefront", None), ("wavefront", 16), ("raster", None), ("raster", 16)])
+def test_round_trip_with_offsets(tiny_models, small_fit, order, tile):
+    px = _photo_like(40, 70)
+    models = [tiny_models["pp_rgb"]]
+    data = pxzip.compress(px, models, tile=tile, order=order)
+    h, _ = container.unpack(data)
+    assert data[2] >> 4 == 5 and h.offsets and h.wavefront == (order == "wavefront")
+    assert len(h.offsets) == len(codec.units_for(40, 70, h.tile_log2, 1, h.wavefront))
+    assert np.array_equal(pxzip.decompress(data, models), px)
+    plain = pxzip.compress(px, models, tile=tile, order=order, adapt=False)
+    assert plain[2] >> 4 in (1, 4) and not container.unpack(plain)[0].offsets
+    assert len(data) < len(plain)
+
+
+def test_trace_and_offsets_agree_with_the_decoder(tiny_models, small_fit):
+    """The encoder's traced tables are those of params + offsets: the ideal length matches the payload."""
+    px = _photo_like(30, 66)
+    trace: list = []
+    data = pxzip.compress(px, [tiny_models["pp_rgb"]], trace=trace)
+    payload = container.unpack(data)[1]
+    assert abs(8 * len(payload) - codec.ideal_bits(trace)) < 64
+
+
+def test_rgba_planes_and_lockstep_files_with_different_offsets(tiny_models, small_fit):
+    """RGBA: two planes whose models have different head sizes; and several files (with and without
+    offsets) decoded in one lockstep batch, each lane with its own file's offsets."""
+    models = [tiny_models["pp_rgb"], tiny_models["pp_gray"]]
+    rgba = np.concatenate([_photo_like(20, 70, 1), np.full((20, 70, 1), 200, np.uint8)], -1)
+    rgba[..., 3] = rgba[..., 3] - (np.arange(70) % 3).astype(np.uint8)
+    imgs = [rgba, np.ascontiguousarray(rgba[::-1]), rgba[:, ::-1].copy()]
+    datas = [pxzip.compress(Image.fromarray(im, "RGBA"), models) for im in imgs]
+    datas.append(pxzip.compress(Image.fromarray(imgs[0], "RGBA"), models, adapt=False))
+    recs = container.unpack(datas[0])[0].offsets
+    assert {len(r) for r in recs} - {0} <= {models[0].cfg.num_params_out, models[1].cfg.num_params_out}
+    assert len({container.unpack(d)[0].offsets for d in datas}) == 4  # all different
+    outs = codec.decompress_many(datas, models)
+    for out, im in zip(outs, imgs + imgs[:1]):
+        assert np.array_equal(out, im)
+
+
+def test_strip_sampling_gives_the_same_file(tiny_models, small_fit, monkeypatch):
+    """A unit too large to keep whole is sampled strip by strip: the same sampled integers, so the
+    same offsets and the same bytes."""
+    px = _photo_like(48, 70, 4)
+    kept = pxzip.compress(px, [tiny_models["pp_rgb"]])
+    monkeypatch.setattr(codec, "KEEP_PARAMS", 0)
+    monkeypatch.setattr(codec, "PASS_POSITIONS", 16 * 70)  # strips of 16 rows
+    assert pxzip.compress(px, [tiny_models["pp_rgb"]]) == kept
+
+
+def test_small_units_and_softmax_heads_are_not_fitted(tiny_models):
+    px = _photo_like(30, 70)
+    assert 30 * 70 < adapt.MIN_FIT_PIXELS
+    assert container.unpack(pxzip.compress(px, [tiny_models["pp_rgb"]]))[0].offsets == ()
+    assert not adapt.fittable(tiny_models["gated_rgb"].cfg) and adapt.fittable(tiny_models["pp_rgb"].cfg)
+
+
+def test_offsets_that_do_not_pay_are_dropped(tiny_models, small_fit, monkeypatch):
+    monkeypatch.setattr(adapt, "cost_bits", lambda q: 10**12)
+    data = pxzip.compress(_photo_like(30, 70), [tiny_models["pp_rgb"]])
+    assert data[2] >> 4 == 4 and container.unpack(data)[0].offsets == ()
+
+
+# -- the header section ---------------------------------------------------------------------------
+
+
+def _header(**kw) -> container.Header:
+    base = dict(mode="RGB", width=70, height=40, tile_log2=0, model_ids=(b"ab",), crc32=5, wavefront=True)
+    return container.Header(**(base | kw))
+
+
+def test_header_round_trip_and_version():
+    h = _header(offsets=((1, -2, 0, 2**20), ()))
+    data = container.pack(h, b"xyz")
+    assert data[2] >> 4 == 5 and data[3] & container.FLAG_OFFSETS
+    assert container.unpack(data) == (h, b"xyz")
+    assert container.fields(data)["offsets"] == container.offsets_section(h.offsets)
+    raster = _header(offsets=((3,),), wavefront=False)
+    assert container.unpack(container.pack(raster, b""))[0] == raster
+    assert container.version_of(_header()) == 4
+
+
+@pytest.mark.parametrize("offsets", [((0, 0),), ((),), ((2**20 + 1,),)])
+def test_pack_refuses_non_canonical_offsets(offsets):
+    with pytest.raises(ValueError):
+        container.pack(_header(offsets=offsets), b"")
+
+
+def _with_section(section: bytes) -> bytes:
+    """A valid format-5 file whose offsets section is replaced by `section` (checksum not fixed)."""
+    f = container.fields(container.pack(_header(offsets=((1,),)), b""))
+    f["offsets"] = section
+    return container.join(f)
+
+
+@pytest.mark.parametrize(
+    "section,match",
+    [
+        (container.varint(0), "without offsets"),
+        (container.varint(2) + container.offset_record(()) + container.offset_record(()), "without offsets"),
+        (container.varint(1) + container.varint(2) + b"\x00\x00", "record of zeros"),
+        (container.varint(1) + container.varint(1) + container.varint(2 * 2**20 + 2), "out of range"),
+        (container.varint(1) + container.varint(2**16 + 1), "head offsets in one unit"),
+        (container.varint(10**6), "truncated"),
+        (container.varint(1) + container.varint(3) + b"\x02", "truncated"),
+    ],
+)
+def test_unpack_refuses_bad_sections(section, match):
+    with pytest.raises(FormatError, match=match):
+        container.unpack(_with_section(section))
+
+
+def test_offsets_flag_in_an_older_version_is_refused():
+    data = bytearray(container.pack(_header(offsets=((1,),)), b""))
+    data[2] = (4 << 4) | (data[2] & 0x0F)
+    with pytest.raises(FormatError, match="reserved flag"):
+        container.unpack(bytes(data))
+
+
+def _reseal(data: bytes, pixels: np.ndarray, **changes) -> bytes:
+    """The file with header fields changed and its checksum recomputed (a well-formed lie)."""
+    h, payload = container.unpack(data)
+    h = dataclasses.replace(h, **changes)
+    h = dataclasses.replace(h, crc32=container.checksum(h, container.pixel_crc(pixels)))
+    return container.pack(h, payload)
+
+
+def test_decoder_checks_offsets_against_units_and_models(tiny_models, small_fit):
+    px = _photo_like(40, 70)
+    models = [tiny_models["pp_rgb"]]
+    data = pxzip.compress(px, models, tile=16)
+    recs = container.unpack(data)[0].offsets
+    with pytest.raises(FormatError, match="head offsets for 1 units"):
+        pxzip.decompress(_reseal(data, px, offsets=recs[:1]), models)
+    bad = (recs[0][:-1] or (1,),) + recs[1:]
+    with pytest.raises(FormatError, match="head outputs"):
+        pxzip.decompress(_reseal(data, px, offsets=bad), models)
+    # other offsets under a valid checksum: the payload decodes to other pixels, the CRC catches it
+    other = tuple(tuple(q + 500 for q in r) if r else r for r in recs)
+    with pytest.raises(pxzip.PxzError):
+        pxzip.decompress(_reseal(data, px, offsets=other), models)
+
+
+def test_cli_flags_and_info(tiny_models, small_fit, tmp_path):
+    Image.fromarray(_photo_like(40, 70)).save(tmp_path / "a.png")
+    model = str(tiny_models["dir"] / "tiny-pp-rgb.safetensors")
+    r = CliRunner()
+    res = r.invoke(cli, ["compress", str(tmp_path / "a.png"), "-m", model, "-o", str(tmp_path / "a.pxz")])
+    assert res.exit_code == 0, res.output
+    res = r.invoke(cli, ["compress", str(tmp_path / "a.png"), "-m", model, "--no-adapt", "-o", str(tmp_path / "b.pxz")])
+    assert res.exit_code == 0, res.output
+    res = r.invoke(cli, ["info", str(tmp_path / "a.pxz"), str(tmp_path / "b.pxz")])
+    assert res.exit_code == 0, res.output
+    a, b = res.output.strip().splitlines()
+    assert "pxz format 5" in a and "head offsets in 1 of 1 units" in a and "order wavefront" in a
+    assert "pxz format 4" in b and "head offsets" not in b
+    res = r.invoke(cli, ["decompress", str(tmp_path / "a.pxz"), "-m", model, "-o", str(tmp_path / "a2.png")])
+    assert res.exit_code == 0, res.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a2.png")), _photo_like(40, 70))
+
+
+def test_pil_plugin_adapt_option(tiny_models, small_fit, tmp_path):
+    img = Image.fromarray(_photo_like(40, 70))
+    img.save(tmp_path / "a.pxz", model=[tiny_models["pp_rgb"]])
+    img.save(tmp_path / "b.pxz", model=[tiny_models["pp_rgb"]], adapt=False)
+    assert (tmp_path / "a.pxz").read_bytes()[2] >> 4 == 5
+    assert (tmp_path / "b.pxz").read_bytes()[2] >> 4 == 4
