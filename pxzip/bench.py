@@ -42,7 +42,7 @@ JSON schema (``--json FILE``; every rate in bits/dim; ``null`` where undefined):
       "label_rates": null | {"nll_no_label", "nll_true_label": {"mean", "pooled", "n"}, "labelled_files"},
       "rates": {stage: {"mean", "pooled"}}  for stage in nll, ideal, payload, file,
       "overheads": {name: {"mean_bpd", "mean_pct", "pooled_bpd", "pooled_pct"}} with
-          exact_tables = ideal - nll   (pct of nll)
+          exact_tables = ideal - nll   (pct of nll; negative where head offsets gain more than exactness costs)
           coder        = payload - ideal (pct of ideal)
           header       = file - payload  (pct of payload)
           total        = file - nll     (pct of nll),

@@ -418,14 +418,14 @@ def cli() -> None:
     "--order",
     type=click.Choice(codec.ORDERS),
     default="auto",
-    help="symbol order: wavefront (format 4), raster (readable by pxzip before format 4), "
+    help="symbol order: wavefront (format 4), raster (with --no-adapt, readable by pxzip before format 4), "
     "auto (wavefront for images with a side above 64)",
 )
 @click.option(
     "--adapt/--no-adapt",
     default=True,
-    help="fit head offsets to each large image and store them (format 5); --no-adapt writes files "
-    "that pxzip before format 5 reads",
+    help="fit head offsets to each unit of at least 16,384 pixels and store them where they pay "
+    "(format 5); --no-adapt writes files that pxzip before format 5 reads",
 )
 @click.option("-f", "--force", is_flag=True, help="overwrite existing outputs")
 @click.option("--verify", is_flag=True, help="decode after encoding and fail (writing nothing) on any difference")

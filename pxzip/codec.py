@@ -7,15 +7,16 @@ tiles per step. Tiles are grouped into *units*: per plane, by tile shape (larges
 raster order, at most MAX_LANES tiles per unit (wavefront order: at most WAVE_UNIT_PIXELS of tiles).
 Within a unit the symbols go in one of two orders:
 
-* raster (formats 1-3): row i, column j, channel c, then tile: each decoder step decodes one
-  subpixel of every tile of the unit at once;
-* wavefront (format 4, pxzip/wavefront.py): step t, channel c, tile, then row i (column
+* raster (formats 1-3, and 5 without the wavefront flag): row i, column j, channel c, then tile:
+  each decoder step decodes one subpixel of every tile of the unit at once;
+* wavefront (format 4, and 5 with the flag; pxzip/wavefront.py): step t, channel c, tile, then row i (column
   j = t - D*i): each step decodes one pixel of every row in flight of every tile, so tiles can
   be large (256 by default: fewer borders without context, smaller files) and still decode fast.
 
 All units of one image go into one range-coder stream. The tables are the same integers in both
 orders (one exact model); only the order of the symbols, and so the tiles the decoder can afford,
-differ.
+differ. Format 5 adds head offsets per unit (pxzip/adapt.py): integers the encoder fits to the
+unit and stores in the header, added to every head output of the unit before its tables.
 """
 
 from __future__ import annotations
@@ -31,17 +32,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pxzip import adapt, container, metadata, network, planes, tables, wavefront, zoo
+from pxzip import adapt as head_offsets
+from pxzip import container, metadata, network, planes, tables, wavefront, zoo
 from pxzip.errors import ChecksumError, FormatError, UsageError
 
-MAX_LANES = 128  # tiles per unit: bounds the decoder's memory for huge images
+MAX_LANES = container.UNIT_TILES  # tiles per unit: bounds the decoder's memory for huge images
 MAX_SINGLE_TILE = 1 << container.TILE_LOG2_MAX  # an untiled image may not exceed this side
 DEFAULT_TILE_LOG2 = 6  # raster order: 64x64 tiles for images larger than that in either dimension
 DEFAULT_WAVE_TILE_LOG2 = 8  # wavefront order: 256x256 tiles (see benchmarks/README.md, session 6)
 SMALL_SIDE = 64  # order "auto": images with both sides up to this are one tile in raster order
 ORDERS = ("auto", "wavefront", "raster")
 MAX_WAVE_LANES = 4096  # rows in flight (per member) the decoder batches across files (bounds its memory)
-WAVE_UNIT_PIXELS = 1 << 20  # wavefront order: tiles per unit up to this many pixels (at least one)
+WAVE_UNIT_PIXELS = container.WAVE_UNIT_PIXELS  # wavefront order: tiles per unit up to this many pixels (at least one)
 PASS_POSITIONS = 16384  # positions per chunk of the encoder's parallel pass (bounds its memory)
 TABLE_POSITIONS = 8192  # positions per batch of exact tables in the encoder (bounds its memory)
 KEEP_PARAMS = 1 << 26  # head outputs (int32) of a unit the encoder keeps between fitting offsets and coding
@@ -156,13 +158,13 @@ def encode_unit(
     progress: called with the number of pixels (per plane) coded, after each batch of rows.
     label: class label for a conditional model (None: no label); unconditional models ignore it.
     wave: wavefront order (format 4), else raster order.
-    fit: fit head offsets (adapt.py) to this unit and code with them where they pay for themselves.
+    fit: fit head offsets (pxzip/adapt.py) to this unit and code with them where they pay for themselves.
     Returns the head offsets the unit was coded with, () for none.
     """
     n, th, tw, c = tiles_px.shape
     em = model.exact
     params = None  # the unit's head outputs (n, P, th, tw), where they are computed whole
-    fit = fit and n * th * tw >= adapt.MIN_FIT_PIXELS and adapt.fittable(em.cfg)
+    fit = fit and n * th * tw >= head_offsets.MIN_FIT_PIXELS and head_offsets.fittable(em.cfg)
     if not wave or (fit and n * th * tw * em.cfg.num_params_out <= KEEP_PARAMS):
         params = unit_params(model, tiles_px, label)
     offsets = _fit_offsets(model, tiles_px, label, params) if fit else None
@@ -176,7 +178,8 @@ def encode_unit(
         # (n, P, r, tw) -> (r, tw, n, P): symbol order is row, column, channel, lane
         prm = params[:, :, i0 : i0 + r].transpose(2, 3, 0, 1).reshape(r * tw * n, -1)
         px = tiles_px[:, i0 : i0 + r].transpose(1, 2, 0, 3).reshape(r * tw * n, c)
-        fr = tables.head_freqs_all(adapt.apply(prm, offsets), px, model.cfg, em.luts, em.prior)  # (r*tw*n, C, 256)
+        prm = head_offsets.apply(prm, offsets)
+        fr = tables.head_freqs_all(prm, px, model.cfg, em.luts, em.prior)  # (r*tw*n, C, 256)
         fr = fr.reshape(r * tw, n, c, 256).transpose(0, 2, 1, 3)  # order (i, j, c, lane)
         sym = px.reshape(r * tw, n, c).transpose(0, 2, 1).reshape(-1).astype(np.int32)
         enc.encode(sym, FAMILY, _probs(fr))
@@ -190,12 +193,12 @@ def encode_unit(
 
 def _fit_offsets(model: zoo.Model, tiles_px: np.ndarray, label, params: np.ndarray | None) -> np.ndarray | None:
     """Head offsets for a unit (adapt.fit on a sample of its positions), or None where they would
-    not pay for their header bytes.
+    not pay for their header bytes or the fit fails (offsets are optional: a failed fit is no error).
 
     params: the unit's head outputs if they were computed whole; else the sampled positions'
     outputs are computed here strip by strip (the coding pass computes them again)."""
     n, th, tw, c = tiles_px.shape
-    idx = adapt.sample(n * th * tw)
+    idx = head_offsets.sample(n * th * tw)
     t, i, j = np.unravel_index(idx, (n, th, tw))
     if params is not None:
         prm = params[t, :, i, j]  # (N, P)
@@ -209,7 +212,10 @@ def _fit_offsets(model: zoo.Model, tiles_px: np.ndarray, label, params: np.ndarr
                 top = max(0, s0 - halo)
                 new = unit_params(model, tiles_px[:, top : s0 + strip], label, rows=s0 + strip - top)
                 prm[sel] = new[t[sel], :, i[sel] - top, j[sel]]
-    f = adapt.fit(prm, tiles_px[t, i, j], model.exact.cfg, n * th * tw * c, model.exact.prior)
+    try:
+        f = head_offsets.fit(prm, tiles_px[t, i, j], model.exact.cfg, n * th * tw * c, model.exact.prior)
+    except RuntimeError:  # torch.linalg's LinAlgError on a singular system, say
+        return None
     return f.offsets if f.worth_it else None
 
 
@@ -247,7 +253,8 @@ def _encode_wave(enc, model: zoo.Model, tiles_px, label, trace, progress, params
 
     The network pass runs in strips of rows as the wavefront reaches them (`unit_params` on the
     rows plus their halo), so memory holds a band of about width / D rows, not whole tiles;
-    params: the unit's head outputs (n, P, th, tw) where they are already computed whole.
+    params: the unit's head outputs (n, P, th, tw) where they are already computed whole (a unit
+    whose offsets were fitted, up to KEEP_PARAMS outputs: 256 MiB of int32).
     offsets: the unit's head offsets (P,), or None."""
     n, th, tw, c = tiles_px.shape
     em = model.exact
@@ -276,7 +283,7 @@ def _encode_wave(enc, model: zoo.Model, tiles_px, label, trace, progress, params
             band = np.concatenate([band, new[:, :, s0 - top :]], 2)
         prm = band[:, :, rows[a:b] - band_lo, cols[a:b]].transpose(2, 0, 1).reshape(k * n, -1)  # (k*n, P)
         px = tiles_px[:, rows[a:b], cols[a:b]].transpose(1, 0, 2)  # (k, n, C)
-        fr = tables.head_freqs_all(adapt.apply(prm, offsets), px.reshape(k * n, c), model.cfg, em.luts, em.prior)
+        fr = tables.head_freqs_all(head_offsets.apply(prm, offsets), px.reshape(k * n, c), model.cfg, em.luts, em.prior)
         fr = fr.reshape(k, n, c, 256)
         # coding order of the (position, tile, channel) grid: step, channel, tile, then position (= row)
         pos, tile, ch = np.meshgrid(np.arange(k), np.arange(n), np.arange(c), indexing="ij")
@@ -325,7 +332,7 @@ def decode_units(
     if wave:
         return _decode_wave(model, shape, parts, out, progress, lanes, lane_off)
     st = em.stepper(total, th, tw, labels=lanes)
-    head = st.params_int if lane_off is None else (lambda j: adapt.apply(st.params_int(j), lane_off))
+    head = st.params_int if lane_off is None else (lambda j: head_offsets.apply(st.params_int(j), lane_off))
     vals = np.empty(total, np.int64)
     for i in range(th):
         st.start_row(i)
@@ -363,7 +370,7 @@ def _decode_wave(model: zoo.Model, shape, parts, out: np.ndarray, progress: Prog
         head = ws.params_int
         if lane_off is not None:  # the stepper's lanes are (tile, row): each tile's offsets k times
             off = np.repeat(lane_off, k, axis=0)
-            head = lambda off=off: adapt.apply(ws.params_int(), off)  # noqa: E731
+            head = lambda off=off: head_offsets.apply(ws.params_int(), off)  # noqa: E731
         steps = tables.PixelSteps(cfg, em.luts, head, em.prior)
         vals = np.empty(total * k, np.int64)  # order (tile, row), as the stepper's lanes
         for ch in range(cfg.in_channels):
@@ -422,7 +429,7 @@ def compress(
     order: symbol order, "wavefront" (format 4: large tiles that decode fast), "raster" (files that
     pxzip before format 4 reads) or "auto" (wavefront for images with a side above 64, else raster).
     The default tile follows the order: 256 for wavefront, 64 for raster.
-    adapt: fit head offsets to every unit of at least adapt.MIN_FIT_PIXELS pixels and store them
+    adapt: fit head offsets to every unit of at least head_offsets.MIN_FIT_PIXELS pixels and store them
     (format 5) where they save more than they cost; False writes files that pxzip before format 5
     reads.
     """
@@ -571,10 +578,7 @@ def _open(data: bytes, given: list[zoo.Model]) -> _Stream:
     kinds = planes.plane_kinds(header.mode, header.palette_as_rgb)
     shapes = [(header.height, header.width, models[k].cfg.in_channels) for k in kinds]
     units = units_for(header.height, header.width, header.tile_log2, len(kinds), header.wavefront)
-    if header.offsets:
-        if len(header.offsets) != len(units):
-            n = len(header.offsets)
-            raise FormatError(f"corrupt pxz file: head offsets for {n} units, the image has {len(units)}")
+    if header.offsets:  # container.unpack checked their count against the image's units
         for u, rec in zip(units, header.offsets):
             p = models[kinds[u.plane]].exact.cfg.num_params_out
             if rec and len(rec) != p:

@@ -61,7 +61,12 @@ FLAG_LABEL = 0x02  # format 3: one class-label byte follows the model ids
 FLAG_WAVEFRONT = 0x04  # format 4: symbols in wavefront order (else raster order)
 FLAG_OFFSETS = 0x08  # format 5: a head-offsets section follows the metadata section
 MAX_OFFSET = 2**20  # |head offset| bound: the range of an exact head output (exact.CLAMP)
-MAX_OFFSET_RECORD = 2**16  # offsets per unit (a model's head outputs) a reader accepts
+MAX_OFFSET_RECORD = 4096  # offsets per unit (a model's head outputs: 50 for RGB PixelCNN++, 768 for a softmax)
+# Units (docs/FORMAT.md "Coding order"): tiles of one plane and shape, at most UNIT_TILES of them,
+# in wavefront order at most max(1, WAVE_UNIT_PIXELS // tile area) (the coders' memory grows with a unit)
+UNIT_TILES = 128
+WAVE_UNIT_PIXELS = 2**20
+PLANES = {"L": 1, "LA": 2, "RGB": 1, "RGBA": 2, "P": 1, "1": 1}  # coded planes of each mode (planes.py)
 # A side is at most 2**24, which fits in 4 LEB128 bytes; 5 leaves room to report
 # "too large" for slightly bigger values instead of a vaguer varint error.
 _MAX_VARINT_BYTES = 5
@@ -144,6 +149,17 @@ def zigzag(q: int) -> int:
 
 def unzigzag(z: int) -> int:
     return z >> 1 if z % 2 == 0 else -((z + 1) >> 1)
+
+
+def unit_count(height: int, width: int, tile_log2: int, n_planes: int, wave: bool) -> int:
+    """How many units an image has (codec.units_for lists them), in closed form: no loop over tiles."""
+    t = 1 << tile_log2 if tile_log2 else max(height, width)
+    per = max(1, min(UNIT_TILES, WAVE_UNIT_PIXELS // (t * t))) if wave else UNIT_TILES
+    full_r, part_r = divmod(height, t)
+    full_c, part_c = divmod(width, t)
+    # tiles per shape: full, right edge column, bottom edge row, bottom-right corner
+    counts = [full_r * full_c, full_r * bool(part_c), bool(part_r) * full_c, bool(part_r) * bool(part_c)]
+    return n_planes * sum(-(-n // per) for n in counts)
 
 
 def offset_record(rec: tuple[int, ...]) -> bytes:
@@ -331,7 +347,8 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
             raise FormatError(f"corrupt pxz file: transparency has {n_trns} entries (max 256)")
         transparency = r.take(n_trns, "transparency") or None
     metadata = _read_metadata(r, empty_ok=version >= LABEL_VERSION) if version >= METADATA_VERSION else ()
-    offsets = _read_offsets(r) if flags & FLAG_OFFSETS else ()
+    units = unit_count(height, width, tile_log2, PLANES[mode], bool(flags & FLAG_WAVEFRONT))
+    offsets = _read_offsets(r, units) if flags & FLAG_OFFSETS else ()
     crc = int.from_bytes(r.take(4, "checksum"), "little")
     header = Header(
         mode=mode,
@@ -353,10 +370,13 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     return header, data[r.pos :]
 
 
-def _read_offsets(r: _Reader) -> tuple[tuple[int, ...], ...]:
-    # every record takes at least one byte, so a huge count fails as a truncated file, not in memory
+def _read_offsets(r: _Reader, units: int) -> tuple[tuple[int, ...], ...]:
+    """The head-offsets section of an image with `units` units (checked before any record is read,
+    so a hostile count costs nothing)."""
     count = r.varint("head offsets unit count")
-    if count > len(r.data) - r.pos:
+    if count != units:
+        raise FormatError(f"corrupt pxz file: head offsets for {count} units, the image has {units}")
+    if count > len(r.data) - r.pos:  # every record takes at least one byte
         raise FormatError(f"truncated pxz file: {count} head-offset records in {len(r.data) - r.pos} bytes")
     out = []
     for _ in range(count):

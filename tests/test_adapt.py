@@ -121,13 +121,18 @@ def test_round_trip_with_offsets(tiny_models, small_fit, order, tile):
     assert len(data) < len(plain)
 
 
-def test_trace_and_offsets_agree_with_the_decoder(tiny_models, small_fit):
-    """The encoder's traced tables are those of params + offsets: the ideal length matches the payload."""
+def test_trace_is_the_tables_of_params_plus_offsets(tiny_models, small_fit):
+    """The encoder codes with the tables of params + the stored offsets (one tile: the whole image)."""
     px = _photo_like(30, 66)
+    m = tiny_models["pp_rgb"]
     trace: list = []
-    data = pxzip.compress(px, [tiny_models["pp_rgb"]], trace=trace)
-    payload = container.unpack(data)[1]
-    assert abs(8 * len(payload) - codec.ideal_bits(trace)) < 64
+    data = pxzip.compress(px, [m], trace=trace)
+    h, payload = container.unpack(data)
+    assert h.tile_log2 == 0 and len(h.offsets) == 1 and h.offsets[0]
+    with_offsets = _bits(m, px, np.array(h.offsets[0]))
+    assert codec.ideal_bits(trace) == pytest.approx(with_offsets, rel=1e-9)
+    assert with_offsets < _bits(m, px, None)
+    assert abs(8 * len(payload) - with_offsets) < 64
 
 
 def test_rgba_planes_and_lockstep_files_with_different_offsets(tiny_models, small_fit):
@@ -140,7 +145,7 @@ def test_rgba_planes_and_lockstep_files_with_different_offsets(tiny_models, smal
     datas = [pxzip.compress(Image.fromarray(im, "RGBA"), models) for im in imgs]
     datas.append(pxzip.compress(Image.fromarray(imgs[0], "RGBA"), models, adapt=False))
     recs = container.unpack(datas[0])[0].offsets
-    assert {len(r) for r in recs} - {0} <= {models[0].cfg.num_params_out, models[1].cfg.num_params_out}
+    assert [len(r) for r in recs] == [models[0].cfg.num_params_out, models[1].cfg.num_params_out]  # RGB, then A
     assert len({container.unpack(d)[0].offsets for d in datas}) == 4  # all different
     outs = codec.decompress_many(datas, models)
     for out, im in zip(outs, imgs + imgs[:1]):
@@ -148,13 +153,79 @@ def test_rgba_planes_and_lockstep_files_with_different_offsets(tiny_models, smal
 
 
 def test_strip_sampling_gives_the_same_file(tiny_models, small_fit, monkeypatch):
-    """A unit too large to keep whole is sampled strip by strip: the same sampled integers, so the
-    same offsets and the same bytes."""
+    """A unit too large to keep whole is sampled strip by strip: the fit sees the same integers,
+    so the offsets and the bytes are the same."""
+    seen = []
+    real_fit = adapt.fit
+    monkeypatch.setattr(adapt, "fit", lambda prm, px, *a: seen.append((prm.copy(), px.copy())) or real_fit(prm, px, *a))
     px = _photo_like(48, 70, 4)
     kept = pxzip.compress(px, [tiny_models["pp_rgb"]])
+    assert container.unpack(kept)[0].offsets
     monkeypatch.setattr(codec, "KEEP_PARAMS", 0)
     monkeypatch.setattr(codec, "PASS_POSITIONS", 16 * 70)  # strips of 16 rows
     assert pxzip.compress(px, [tiny_models["pp_rgb"]]) == kept
+    assert len(seen) == 2 and all(np.array_equal(a, b) for a, b in zip(seen[0], seen[1]))
+
+
+def test_ensemble_round_trip_with_offsets(ens_model, small_fit):
+    px = _photo_like(30, 70, 6)
+    data = pxzip.compress(px, ens_model)
+    (rec,) = container.unpack(data)[0].offsets
+    assert len(rec) == ens_model.exact.cfg.num_params_out == 40  # 2 members x 10 K (K = 2)
+    assert np.array_equal(pxzip.decompress(data, ens_model), px)
+
+
+@pytest.mark.parametrize("order", ["raster", "wavefront"])
+def test_lockstep_labels_and_offsets(cond_models, small_fit, order):
+    """Conditional model, files with different labels and offsets (one without) in one batch."""
+    m = cond_models["pixelcnnpp"]
+    imgs = [_photo_like(20, 66, s) for s in range(3)]
+    datas = [pxzip.compress(im, m, label=lab, order=order) for im, lab in zip(imgs, [0, 3, None])]
+    datas.append(pxzip.compress(imgs[0], m, label=1, order=order, adapt=False))
+    heads = [container.unpack(d)[0] for d in datas]
+    assert [bool(h.offsets) for h in heads] == [True, True, True, False]
+    assert [h.label for h in heads] == [0, 3, None, 1]
+    for out, im in zip(codec.decompress_many(datas, m), imgs + imgs[:1]):
+        assert np.array_equal(out, im)
+
+
+def test_compress_under_inference_mode(tiny_models, small_fit):
+    import torch
+
+    px = _photo_like(20, 70)
+    with torch.inference_mode():
+        data = pxzip.compress(px, [tiny_models["pp_rgb"]])
+    assert container.unpack(data)[0].offsets
+    assert np.array_equal(pxzip.decompress(data, [tiny_models["pp_rgb"]]), px)
+
+
+def test_a_failed_fit_codes_without_offsets(tiny_models, small_fit, monkeypatch):
+    def singular(*a):
+        raise torch.linalg.LinAlgError("singular")
+
+    import torch
+
+    monkeypatch.setattr(adapt, "fit", singular)
+    data = pxzip.compress(_photo_like(20, 70), [tiny_models["pp_rgb"]])
+    assert data[2] >> 4 == 4
+
+
+def test_unit_count_matches_units_for():
+    for h, w in [(1, 1), (16, 16), (17, 33), (40, 70), (300, 513), (1024, 1030), (5000, 70)]:
+        for log2 in (0, 4, 6, 8):
+            if log2 == 0 and max(h, w) > 4096:
+                continue
+            for planes, wave in [(1, False), (2, True), (1, True)]:
+                expected = len(codec.units_for(h, w, log2, planes, wave))
+                assert container.unit_count(h, w, log2, planes, wave) == expected, (h, w, log2, planes, wave)
+
+
+def test_constants_agree():
+    from pxzip import exact, planes
+
+    assert container.MAX_OFFSET == exact.CLAMP
+    assert container.PLANES == {m: len(planes.plane_kinds(m)) for m in container.MODE_CODES}
+    assert (codec.MAX_LANES, codec.WAVE_UNIT_PIXELS) == (container.UNIT_TILES, container.WAVE_UNIT_PIXELS)
 
 
 def test_small_units_and_softmax_heads_are_not_fitted(tiny_models):
@@ -179,7 +250,7 @@ def _header(**kw) -> container.Header:
 
 
 def test_header_round_trip_and_version():
-    h = _header(offsets=((1, -2, 0, 2**20), ()))
+    h = _header(tile_log2=4, offsets=((1, -2, 0, 2**20), (), (), ()))  # 16x16 tiles: 4 units (shapes)
     data = container.pack(h, b"xyz")
     assert data[2] >> 4 == 5 and data[3] & container.FLAG_OFFSETS
     assert container.unpack(data) == (h, b"xyz")
@@ -205,12 +276,13 @@ def _with_section(section: bytes) -> bytes:
 @pytest.mark.parametrize(
     "section,match",
     [
-        (container.varint(0), "without offsets"),
-        (container.varint(2) + container.offset_record(()) + container.offset_record(()), "without offsets"),
+        (container.varint(0), "head offsets for 0 units, the image has 1"),
+        (container.varint(2) + container.offset_record((1,)) + container.offset_record(()), "for 2 units"),
+        (container.varint(1) + container.offset_record(()), "without offsets"),
         (container.varint(1) + container.varint(2) + b"\x00\x00", "record of zeros"),
         (container.varint(1) + container.varint(1) + container.varint(2 * 2**20 + 2), "out of range"),
-        (container.varint(1) + container.varint(2**16 + 1), "head offsets in one unit"),
-        (container.varint(10**6), "truncated"),
+        (container.varint(1) + container.varint(4097), "head offsets in one unit"),
+        (container.varint(10**6), "for 1000000 units"),
         (container.varint(1) + container.varint(3) + b"\x02", "truncated"),
     ],
 )
@@ -220,7 +292,7 @@ def test_unpack_refuses_bad_sections(section, match):
 
 
 def test_offsets_flag_in_an_older_version_is_refused():
-    data = bytearray(container.pack(_header(offsets=((1,),)), b""))
+    data = bytearray(container.pack(_header(offsets=((1,),)), b""))  # 70x40, one tile, one plane: one unit
     data[2] = (4 << 4) | (data[2] & 0x0F)
     with pytest.raises(FormatError, match="reserved flag"):
         container.unpack(bytes(data))
