@@ -1,17 +1,20 @@
-"""Head offsets (format 5): per unit, the encoder fits integers added to every head output.
+"""Head offsets (format 5): per unit, the encoder fits a scale and an offset for every head output.
 
 A model trained on one set of photos is a little off on any other image: its colours, its noise,
-its sharpness. Shifting each of the head's P outputs (PixelCNN++: the mixture logits, means,
-log-scales and colour coefficients) by a constant per unit of tiles takes much of that back for a
-few header bytes (kodim02: -0.052 bits/dim for 84 bytes). The decoder only adds the stored
-integers to the exact head outputs, so the tables stay a deterministic function of the decoded
-pixels. Only the encoder's choice of offsets is a float optimisation: it may differ between
-machines, which changes the file's size by a hair, never whether it decodes.
+its sharpness. Scaling and shifting each of the head's P outputs (PixelCNN++: the mixture logits,
+means, log-scales and colour coefficients) by constants per unit of tiles takes much of that back
+for a few hundred header bytes (kodim02: -0.064 bits/dim; offsets alone -0.052, scales add
+-0.007 to -0.012 on the three images measured). The decoder only applies the stored integers to
+the exact head outputs, so the tables stay a deterministic function of the decoded pixels. Only
+the encoder's choice is a float optimisation: it may differ between machines, which changes the
+file's size by a hair, never whether it decodes.
 
-Offsets q are in head units (2**-act_bits; means in "u" units, see exact.py), applied as
-``clip(params + q, -CLAMP, CLAMP)``. A coarser grid would cost fewer header bytes, but the RGB
-coefficients multiply pixel values up to 255: rounding them to 1/64 moved means by up to two
-levels and gave back a quarter of kodim02's gain.
+A unit's record is 2P integers, scales s then offsets q, applied to each head output p (an
+integer in head units, 2**-act_bits; means in "u" units, see exact.py) as
+``clip(p + ((p * s + 2**15) >> 16) + q, -CLAMP, CLAMP)``: s in units of 2**-16 of p, q in head
+units. A coarser grid for q would cost fewer bytes, but the RGB coefficients multiply pixel
+values up to 255: rounding q to 1/64 moved means by up to two levels and gave back a quarter of
+kodim02's gain.
 """
 
 from __future__ import annotations
@@ -31,18 +34,23 @@ from pxzip.model import logistic_mixture_nll
 MIN_FIT_PIXELS = 1 << 14  # smaller units are not fitted: ~80 header bytes would cost more than they gain
 FIT_POSITIONS = 1 << 16  # positions of a unit the fit reads (a fixed pseudo-random sample)
 FIT_STEPS = 30  # Newton steps at most (kodim02 converges in about 15)
+SCALE_BITS = 16  # scales are integers at 2**-16
 
 
-def apply(params: np.ndarray, offsets: np.ndarray | None) -> np.ndarray:
-    """Integer head outputs (N, P) plus offsets (P,) or one row per output (N, P); None: unchanged."""
-    if offsets is None:
+def apply(params: np.ndarray, record: np.ndarray | None) -> np.ndarray:
+    """Integer head outputs (N, P) and a unit's record (2P,), or one record per row (N, 2P): scales,
+    then offsets (module docstring). None: unchanged. Exact int64: |p * s| <= 2**40."""
+    if record is None:
         return params
-    return np.clip(params.astype(np.int64) + offsets.astype(np.int64), -CLAMP, CLAMP)
+    p = params.astype(np.int64)
+    rec = record.astype(np.int64)
+    s, q = rec[..., : p.shape[1]], rec[..., p.shape[1] :]
+    return np.clip(p + ((p * s + (1 << (SCALE_BITS - 1))) >> SCALE_BITS) + q, -CLAMP, CLAMP)
 
 
-def cost_bits(offsets: np.ndarray) -> int:
-    """Header bits of a unit's record: varint count, then one zigzag varint per offset."""
-    return 8 * len(container.offset_record(tuple(int(q) for q in offsets)))
+def cost_bits(record: np.ndarray) -> int:
+    """Header bits of a unit's record: varint count, then one zigzag varint per integer."""
+    return 8 * len(container.offset_record(tuple(int(v) for v in record)))
 
 
 def fittable(cfg: ModelConfig) -> bool:
@@ -53,9 +61,9 @@ def fittable(cfg: ModelConfig) -> bool:
 
 @dataclass
 class Fit:
-    offsets: np.ndarray  # (P,) int64 offsets chosen (all 0: none)
-    bits_before: float  # estimated code length of the unit without offsets (float analogue of the tables)
-    bits_after: float  # the same with the offsets
+    offsets: np.ndarray  # (2P,) int64 record chosen: scales, then offsets (all 0: none)
+    bits_before: float  # estimated code length of the unit without the record (float analogue of the tables)
+    bits_after: float  # the same with it
 
     @property
     def worth_it(self) -> bool:
@@ -90,15 +98,17 @@ def fit(params: np.ndarray, pixels: np.ndarray, cfg: ModelConfig, dims: int, pri
             scale = _head_scale(cfg)  # (P,)
             base = torch.from_numpy(params.astype(np.float32)) / scale  # (N, P) in the float model's units
             px = torch.from_numpy(np.ascontiguousarray(pixels)).to(torch.int64)  # (N, C)
-            z = _newton(base, px, cfg, prior)
+            a, z = _newton(base, px, cfg, prior)
+            s = torch.round(a * 2**SCALE_BITS).clamp(-CLAMP, CLAMP).detach()
             q = torch.round(z * scale).clamp(-CLAMP, CLAMP).detach()
-            before = float(_loss(torch.zeros_like(z), base, px, cfg, prior))
-            after = float(_loss(q / scale, base, px, cfg, prior))
+            before = float(_loss(0, base, px, cfg, prior))
+            after = float(_loss(q / scale, base * (1 + s / 2**SCALE_BITS), px, cfg, prior))
     finally:
         torch.set_num_threads(threads)
+    record = torch.cat([s, q]).to(torch.int64).numpy()
     if not (math.isfinite(before) and math.isfinite(after) and after < before):
-        q, after = torch.zeros_like(q), before
-    return Fit(q.to(torch.int64).numpy(), before * dims, after * dims)
+        record, after = np.zeros_like(record), before
+    return Fit(record, before * dims, after * dims)
 
 
 def _head_scale(cfg: ModelConfig) -> torch.Tensor:
@@ -125,38 +135,43 @@ def _loss(z, base: torch.Tensor, px: torch.Tensor, cfg: ModelConfig, prior) -> t
     return logistic_mixture_nll(out.T[None, :, None], px.T[None, :, None], cfg)  # as one (1, P, 1, N) image
 
 
-def _newton(base: torch.Tensor, px: torch.Tensor, cfg: ModelConfig, prior) -> torch.Tensor:
-    """Minimise the sample's loss over z (P,): Newton steps on the empirical Fisher matrix.
+def _newton(base: torch.Tensor, px: torch.Tensor, cfg: ModelConfig, prior) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimise the sample's loss over scales a and offsets z (P each), outputs base * (1 + a) + z:
+    Newton steps on the empirical Fisher matrix.
 
-    z adds to every position's head output, so one backward pass gives every position's gradient
-    (its output's gradient); their outer products are the Fisher information, a good curvature for
-    a log-likelihood (Gauss-Newton, BHHH). A backtracking line search keeps each step a descent.
-    L-BFGS crawled here (60 iterations reached half the gain): logits, means, scales and colour
-    coefficients differ in curvature by orders of magnitude.
+    One backward pass gives every position's gradient at its outputs, g (N, P); the gradient of
+    its nats in (a, z) is then [g * base, g], and the outer products of those are the Fisher
+    information, a good curvature for a log-likelihood (Gauss-Newton, BHHH). A backtracking line
+    search keeps each step a descent. L-BFGS crawled here (60 iterations reached half the gain):
+    logits, means, scales and colour coefficients differ in curvature by orders of magnitude.
     """
     n, p = base.shape
     to_nats = n * cfg.in_channels * math.log(2)  # loss (bits per subpixel) -> total nats
-    z = torch.zeros(p)
+    theta = torch.zeros(2 * p)  # (a, z)
+
+    def loss(th: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(_loss(th[p:], base * (1 + th[:p]), px, cfg, prior))
+
     for _ in range(FIT_STEPS):
-        out = (base + z).requires_grad_(True)
+        out = (base * (1 + theta[:p]) + theta[p:]).requires_grad_(True)
         value = _loss(0, out, px, cfg, prior)
         (grad,) = torch.autograd.grad(value, out)  # (N, P): each position's gradient, / total
         cur = float(value.detach())
-        per = grad * to_nats  # (N, P) each position's gradient of its nats
-        fisher = per.T @ per  # (P, P)
+        per = torch.cat([grad * base, grad], 1) * to_nats  # (N, 2P): each position's gradient of its nats
+        fisher = per.T @ per  # (2P, 2P)
         damp = 1e-6 * float(fisher.diagonal().mean()) + 1e-12
-        delta = torch.linalg.solve(fisher + damp * torch.eye(p), -per.sum(0))
+        delta = torch.linalg.solve(fisher + damp * torch.eye(2 * p), -per.sum(0))
         t = 1.0
         while t > 1e-4:
-            trial = z + t * delta
-            with torch.no_grad():
-                val = float(_loss(trial, base, px, cfg, prior))
+            trial = theta + t * delta
+            val = loss(trial)
             if val < cur:
                 break
             t /= 2
         else:
             break  # no descent along the Newton direction: converged as far as float32 tells
-        z = trial
+        theta = trial
         if cur - val < 1e-7 * cur:
             break
-    return z
+    return theta[:p], theta[p:]

@@ -159,7 +159,7 @@ def encode_unit(
     label: class label for a conditional model (None: no label); unconditional models ignore it.
     wave: wavefront order (format 4), else raster order.
     fit: fit head offsets (pxzip/adapt.py) to this unit and code with them where they pay for themselves.
-    Returns the head offsets the unit was coded with, () for none.
+    Returns the head-offsets record the unit was coded with (2P integers, adapt.py), () for none.
     """
     n, th, tw, c = tiles_px.shape
     em = model.exact
@@ -255,7 +255,7 @@ def _encode_wave(enc, model: zoo.Model, tiles_px, label, trace, progress, params
     rows plus their halo), so memory holds a band of about width / D rows, not whole tiles;
     params: the unit's head outputs (n, P, th, tw) where they are already computed whole (a unit
     whose offsets were fitted, up to KEEP_PARAMS outputs: 256 MiB of int32).
-    offsets: the unit's head offsets (P,), or None."""
+    offsets: the unit's head-offsets record (2P,), or None."""
     n, th, tw, c = tiles_px.shape
     em = model.exact
     lag = wavefront.lag_for(em.cfg)
@@ -313,7 +313,7 @@ def decode_units(
     tiles (sum n, th, tw, C) uint8, units concatenated in the given order.
     labels: the class label of each unit's file (None: no label), for conditional models.
     wave: the units are in wavefront order (format 4), else raster order.
-    offsets: each unit's head offsets (format 5; () for none), or None where no unit has any.
+    offsets: each unit's head-offsets record (format 5: 2P integers; () for none), or None where no unit has any.
     """
     th, tw = shape
     cfg, em = model.cfg, model.exact
@@ -324,9 +324,9 @@ def decode_units(
     lanes = None
     if cfg.num_classes:  # each unit's lanes take its file's label: files with different labels share steps
         lanes = torch.cat([lane_labels(model, lab, n) for (_, n), lab in zip(parts, labels or [None] * len(parts))])
-    lane_off = None  # (total, P): each tile's head offsets
+    lane_off = None  # (total, 2P): each tile's head-offsets record (scales, offsets; zeros: none)
     if offsets is not None and any(offsets):
-        p = em.cfg.num_params_out
+        p = 2 * em.cfg.num_params_out
         rows = [np.broadcast_to(np.array(o or [0] * p, np.int64), (n, p)) for (_, n), o in zip(parts, offsets)]
         lane_off = np.concatenate(rows)
     if wave:
@@ -353,7 +353,7 @@ def decode_units(
 def _decode_wave(model: zoo.Model, shape, parts, out: np.ndarray, progress: Progress | None, lanes, lane_off):
     """decode_units in wavefront order: each step decodes one pixel of every row in flight.
 
-    lane_off: (tiles, P) head offsets of each tile, or None."""
+    lane_off: (tiles, 2P) head-offsets record of each tile, or None."""
     th, tw = shape
     cfg, em = model.cfg, model.exact
     total = len(out)
@@ -581,7 +581,7 @@ def _open(data: bytes, given: list[zoo.Model]) -> _Stream:
     if header.offsets:  # container.unpack checked their count against the image's units
         for u, rec in zip(units, header.offsets):
             p = models[kinds[u.plane]].exact.cfg.num_params_out
-            if rec and len(rec) != p:
+            if rec and len(rec) != 2 * p:
                 raise FormatError(f"corrupt pxz file: {len(rec)} head offsets for a model with {p} head outputs")
     decoder = constriction.stream.queue.RangeDecoder(container.bytes_to_words(payload))
     return _Stream(header, decoder, models, kinds, units, [np.zeros(s, np.uint8) for s in shapes])

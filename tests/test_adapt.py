@@ -40,10 +40,16 @@ def _bits(model, px: np.ndarray, offsets) -> float:
     return float(np.sum(tables.PRECISION - np.log2(f.astype(np.float64))))
 
 
-def test_apply_adds_and_clamps():
+def test_apply_scales_offsets_and_clamps():
     params = np.array([[0, 5, -(2**20)], [2**20 - 1, 0, 7]], np.int64)
-    out = adapt.apply(params, np.array([3, -5, -1]))
+    out = adapt.apply(params, np.array([0, 0, 0, 3, -5, -1]))  # offsets only
     assert out.tolist() == [[3, 0, -(2**20)], [2**20, -5, 6]]
+    half = 2**15  # a scale of +1/2
+    out = adapt.apply(params, np.array([half, half, -half, 0, 1, 0]))
+    # p + round(p / 2) (halves up, also for negatives: floor(p / 2 + 1/2)), then the offset
+    assert out.tolist() == [[0, 5 + 3 + 1, -(2**20) + 2**19], [2**20, 1, 7 - 3]]
+    rows = np.array([[0, 0, 0, 1, 1, 1], [0, 0, 0, 2, 2, 2]])  # one record per row
+    assert adapt.apply(params[:, :3] * 0, rows).tolist() == [[1, 1, 1], [2, 2, 2]]
     assert adapt.apply(params, None) is params
 
 
@@ -62,8 +68,8 @@ def test_sample_is_fixed_and_spread():
 
 
 def test_fit_finds_a_planted_shift_and_it_saves_real_bits(tiny_models):
-    """Shift the exact head outputs' means by a known amount; the fit must take it back, and the
-    exact tables must code the image in fewer bits with the fitted offsets than without."""
+    """Shift the exact head outputs' means by a known amount; the fit must take its cost back, and
+    the exact tables must code the image in fewer bits with the fitted record than without."""
     m = tiny_models["pp_rgb"]
     cfg = m.exact.cfg
     px = _photo_like(24, 32)
@@ -72,13 +78,15 @@ def test_fit_finds_a_planted_shift_and_it_saves_real_bits(tiny_models):
     pix = px.reshape(-1, 3)
     f0 = adapt.fit(flat, pix, cfg, pix.size)
     assert f0.worth_it and f0.bits_after < f0.bits_before
+    good = adapt.apply(flat, f0.offsets)  # the random model made sensible: a baseline worth shifting
     k, c = cfg.num_logistic_mix, cfg.in_channels
     planted = np.zeros(cfg.num_params_out, np.int64)
     planted[k : k + c * k] = -40 * 2**cfg.act_bits  # every mean 40 levels ("u" units) too low
-    f1 = adapt.fit(flat + planted, pix, cfg, pix.size)
-    # the fit's means move up by about the planted shift on top of what the unshifted fit chose
-    moved = (f1.offsets - f0.offsets)[k : k + c * k] / 2**cfg.act_bits
-    assert np.median(moved) == pytest.approx(40, abs=8)
+    f1 = adapt.fit(good + planted, pix, cfg, pix.size)
+    # the planted shift costs a lot, and the fit takes (almost) all of it back
+    assert f1.bits_before > f0.bits_after + 0.5 * pix.size
+    assert f1.bits_before - f1.bits_after > 0.95 * (f1.bits_before - f0.bits_after)
+    assert len(f1.offsets) == 2 * cfg.num_params_out
     # real exact-table bits, not the float estimate
     assert _bits(m, px, f0.offsets) < _bits(m, px, None) - adapt.cost_bits(f0.offsets)
 
@@ -88,7 +96,7 @@ def test_fit_for_an_ensemble(ens_model):
     prm = codec.unit_params(ens_model, px[None])[0]
     flat = prm.reshape(prm.shape[0], -1).T
     f = adapt.fit(flat, px.reshape(-1, 3), ens_model.exact.cfg, px.size, ens_model.exact.prior)
-    assert f.offsets.shape == (ens_model.exact.cfg.num_params_out,)
+    assert f.offsets.shape == (2 * ens_model.exact.cfg.num_params_out,)
     assert _bits(ens_model, px, f.offsets) < _bits(ens_model, px, None)
 
 
@@ -145,7 +153,7 @@ def test_rgba_planes_and_lockstep_files_with_different_offsets(tiny_models, smal
     datas = [pxzip.compress(Image.fromarray(im, "RGBA"), models) for im in imgs]
     datas.append(pxzip.compress(Image.fromarray(imgs[0], "RGBA"), models, adapt=False))
     recs = container.unpack(datas[0])[0].offsets
-    assert [len(r) for r in recs] == [models[0].cfg.num_params_out, models[1].cfg.num_params_out]  # RGB, then A
+    assert [len(r) for r in recs] == [2 * models[0].cfg.num_params_out, 2 * models[1].cfg.num_params_out]  # RGB, A
     assert len({container.unpack(d)[0].offsets for d in datas}) == 4  # all different
     outs = codec.decompress_many(datas, models)
     for out, im in zip(outs, imgs + imgs[:1]):
@@ -171,7 +179,7 @@ def test_ensemble_round_trip_with_offsets(ens_model, small_fit):
     px = _photo_like(30, 70, 6)
     data = pxzip.compress(px, ens_model)
     (rec,) = container.unpack(data)[0].offsets
-    assert len(rec) == ens_model.exact.cfg.num_params_out == 40  # 2 members x 10 K (K = 2)
+    assert len(rec) == 2 * ens_model.exact.cfg.num_params_out == 2 * 40  # 2 members x 10 K (K = 2)
     assert np.array_equal(pxzip.decompress(data, ens_model), px)
 
 
@@ -317,7 +325,7 @@ def test_decoder_checks_offsets_against_units_and_models(tiny_models, small_fit)
     with pytest.raises(FormatError, match="head outputs"):
         pxzip.decompress(_reseal(data, px, offsets=bad), models)
     # other offsets under a valid checksum: the payload decodes to other pixels, the CRC catches it
-    other = tuple(tuple(q + 500 for q in r) if r else r for r in recs)
+    other = tuple(r[: len(r) // 2] + tuple(q + 500 for q in r[len(r) // 2 :]) if r else r for r in recs)
     with pytest.raises(pxzip.PxzError):
         pxzip.decompress(_reseal(data, px, offsets=other), models)
 
