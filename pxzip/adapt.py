@@ -31,7 +31,7 @@ from pxzip.config import LOG_SCALE_MAX, LOG_SCALE_MIN, ModelConfig
 from pxzip.exact import CLAMP
 from pxzip.model import logistic_mixture_nll
 
-MIN_FIT_PIXELS = 1 << 14  # smaller units are not fitted: ~80 header bytes would cost more than they gain
+MIN_FIT_PIXELS = 1 << 14  # smaller units are not fitted: ~200 header bytes would cost more than they gain
 FIT_POSITIONS = 1 << 16  # positions of a unit the fit reads (a fixed pseudo-random sample)
 FIT_STEPS = 30  # Newton steps at most (kodim02 converges in about 15)
 SCALE_BITS = 16  # scales are integers at 2**-16
@@ -54,22 +54,23 @@ def cost_bits(record: np.ndarray) -> int:
 
 
 def fittable(cfg: ModelConfig) -> bool:
-    """Offsets are fitted for mixture heads (P = 10 K for RGB). A 256-way softmax head has 256 C
-    outputs: its record alone would cost about as much as a photo unit gains."""
-    return cfg.arch == "pixelcnnpp"
+    """Records are fitted for mixture heads (P = 10 K for RGB) whose 2P integers a file may hold.
+    A 256-way softmax head has 256 C outputs: its record alone would cost about as much as a photo
+    unit gains."""
+    return cfg.arch == "pixelcnnpp" and 2 * cfg.num_params_out <= container.MAX_OFFSET_RECORD
 
 
 @dataclass
 class Fit:
-    offsets: np.ndarray  # (2P,) int64 record chosen: scales, then offsets (all 0: none)
+    record: np.ndarray  # (2P,) int64 record chosen: scales, then offsets (all 0: none)
     bits_before: float  # estimated code length of the unit without the record (float analogue of the tables)
     bits_after: float  # the same with it
 
     @property
     def worth_it(self) -> bool:
-        """Whether the offsets save more than their record costs (against one byte for "none", and a
-        section's unit count when it is the only unit with offsets: both a few bits)."""
-        return bool(self.offsets.any()) and self.bits_before - self.bits_after > cost_bits(self.offsets)
+        """Whether the record saves more than it costs (against one byte for "none", and a section's
+        unit count when it is the only unit with a record: both a few bits)."""
+        return bool(self.record.any()) and self.bits_before - self.bits_after > cost_bits(self.record)
 
 
 def sample(n: int) -> np.ndarray:
@@ -82,11 +83,11 @@ def sample(n: int) -> np.ndarray:
 
 
 def fit(params: np.ndarray, pixels: np.ndarray, cfg: ModelConfig, dims: int, prior: np.ndarray | None = None) -> Fit:
-    """Offsets for one unit from a sample of its positions.
+    """A unit's record (scales, offsets) from a sample of its positions.
 
     params (N, P) integer head outputs, pixels (N, C) uint8 at the same positions; dims: subpixels
     of the whole unit (the estimates are scaled to it); prior: an ensemble's member weights.
-    Runs on one thread, so a machine always picks the same offsets for the same unit. The estimates
+    Runs on one thread, so a machine always picks the same record for the same unit. The estimates
     are those of the float analogue of the tables (kodim02: within 0.001 bits/dim of the exact
     tables' ideal length).
     """

@@ -15,8 +15,9 @@ Within a unit the symbols go in one of two orders:
 
 All units of one image go into one range-coder stream. The tables are the same integers in both
 orders (one exact model); only the order of the symbols, and so the tiles the decoder can afford,
-differ. Format 5 adds head offsets per unit (pxzip/adapt.py): integers the encoder fits to the
-unit and stores in the header, added to every head output of the unit before its tables.
+differ. Format 5 adds head offsets per unit (pxzip/adapt.py): a scale and an offset per head
+output that the encoder fits to the unit and stores in the header, applied (in integers) to every
+head output of the unit before its tables.
 """
 
 from __future__ import annotations
@@ -216,7 +217,7 @@ def _fit_offsets(model: zoo.Model, tiles_px: np.ndarray, label, params: np.ndarr
         f = head_offsets.fit(prm, tiles_px[t, i, j], model.exact.cfg, n * th * tw * c, model.exact.prior)
     except RuntimeError:  # torch.linalg's LinAlgError on a singular system, say
         return None
-    return f.offsets if f.worth_it else None
+    return f.record if f.worth_it else None
 
 
 def unit_params(
@@ -582,7 +583,8 @@ def _open(data: bytes, given: list[zoo.Model]) -> _Stream:
         for u, rec in zip(units, header.offsets):
             p = models[kinds[u.plane]].exact.cfg.num_params_out
             if rec and len(rec) != 2 * p:
-                raise FormatError(f"corrupt pxz file: {len(rec)} head offsets for a model with {p} head outputs")
+                n = len(rec)
+                raise FormatError(f"corrupt pxz file: {n} head offsets for a model with {p} head outputs (2P expected)")
     decoder = constriction.stream.queue.RangeDecoder(container.bytes_to_words(payload))
     return _Stream(header, decoder, models, kinds, units, [np.zeros(s, np.uint8) for s in shapes])
 

@@ -60,8 +60,8 @@ FLAG_PALETTE_AS_RGB = 0x01
 FLAG_LABEL = 0x02  # format 3: one class-label byte follows the model ids
 FLAG_WAVEFRONT = 0x04  # format 4: symbols in wavefront order (else raster order)
 FLAG_OFFSETS = 0x08  # format 5: a head-offsets section follows the metadata section
-MAX_OFFSET = 2**20  # |head offset| bound: the range of an exact head output (exact.CLAMP)
-MAX_OFFSET_RECORD = 4096  # offsets per unit (a model's head outputs: 50 for RGB PixelCNN++, 768 for a softmax)
+MAX_OFFSET = 2**20  # |scale| and |offset| bound of head-offset records: the range of a head output (exact.CLAMP)
+MAX_OFFSET_RECORD = 4096  # integers per record (2P: 100 for the RGB PixelCNN++ models, so P <= 2048)
 # Units (docs/FORMAT.md "Coding order"): tiles of one plane and shape, at most UNIT_TILES of them,
 # in wavefront order at most max(1, WAVE_UNIT_PIXELS // tile area) (the coders' memory grows with a unit)
 UNIT_TILES = 128

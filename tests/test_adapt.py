@@ -78,17 +78,17 @@ def test_fit_finds_a_planted_shift_and_it_saves_real_bits(tiny_models):
     pix = px.reshape(-1, 3)
     f0 = adapt.fit(flat, pix, cfg, pix.size)
     assert f0.worth_it and f0.bits_after < f0.bits_before
-    good = adapt.apply(flat, f0.offsets)  # the random model made sensible: a baseline worth shifting
+    good = adapt.apply(flat, f0.record)  # the random model made sensible: a baseline worth shifting
     k, c = cfg.num_logistic_mix, cfg.in_channels
     planted = np.zeros(cfg.num_params_out, np.int64)
-    planted[k : k + c * k] = -40 * 2**cfg.act_bits  # every mean 40 levels ("u" units) too low
+    planted[k : k + c * k] = -40 * 2**cfg.act_bits  # every mean 40 "u" units (20 pixel levels) too low
     f1 = adapt.fit(good + planted, pix, cfg, pix.size)
     # the planted shift costs a lot, and the fit takes (almost) all of it back
     assert f1.bits_before > f0.bits_after + 0.5 * pix.size
     assert f1.bits_before - f1.bits_after > 0.95 * (f1.bits_before - f0.bits_after)
-    assert len(f1.offsets) == 2 * cfg.num_params_out
+    assert len(f1.record) == 2 * cfg.num_params_out
     # real exact-table bits, not the float estimate
-    assert _bits(m, px, f0.offsets) < _bits(m, px, None) - adapt.cost_bits(f0.offsets)
+    assert _bits(m, px, f0.record) < _bits(m, px, None) - adapt.cost_bits(f0.record)
 
 
 def test_fit_for_an_ensemble(ens_model):
@@ -96,8 +96,8 @@ def test_fit_for_an_ensemble(ens_model):
     prm = codec.unit_params(ens_model, px[None])[0]
     flat = prm.reshape(prm.shape[0], -1).T
     f = adapt.fit(flat, px.reshape(-1, 3), ens_model.exact.cfg, px.size, ens_model.exact.prior)
-    assert f.offsets.shape == (2 * ens_model.exact.cfg.num_params_out,)
-    assert _bits(ens_model, px, f.offsets) < _bits(ens_model, px, None)
+    assert f.record.shape == (2 * ens_model.exact.cfg.num_params_out,)
+    assert _bits(ens_model, px, f.record) < _bits(ens_model, px, None)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_round_trip_with_offsets(tiny_models, small_fit, order, tile):
     assert len(data) < len(plain)
 
 
-def test_trace_is_the_tables_of_params_plus_offsets(tiny_models, small_fit):
+def test_trace_is_the_tables_of_params_and_record(tiny_models, small_fit):
     """The encoder codes with the tables of params + the stored offsets (one tile: the whole image)."""
     px = _photo_like(30, 66)
     m = tiny_models["pp_rgb"]
@@ -236,6 +236,13 @@ def test_constants_agree():
     assert (codec.MAX_LANES, codec.WAVE_UNIT_PIXELS) == (container.UNIT_TILES, container.WAVE_UNIT_PIXELS)
 
 
+def test_heads_too_large_for_a_record_are_not_fitted():
+    from pxzip.config import ModelConfig
+
+    assert adapt.fittable(ModelConfig(num_logistic_mix=204))  # P = 2040: a record of 4080 integers
+    assert not adapt.fittable(ModelConfig(num_logistic_mix=205))  # P = 2050: 4100 > MAX_OFFSET_RECORD
+
+
 def test_small_units_and_softmax_heads_are_not_fitted(tiny_models):
     px = _photo_like(30, 70)
     assert 30 * 70 < adapt.MIN_FIT_PIXELS
@@ -324,8 +331,13 @@ def test_decoder_checks_offsets_against_units_and_models(tiny_models, small_fit)
     bad = (recs[0][:-1] or (1,),) + recs[1:]
     with pytest.raises(FormatError, match="head outputs"):
         pxzip.decompress(_reseal(data, px, offsets=bad), models)
+
     # other offsets under a valid checksum: the payload decodes to other pixels, the CRC catches it
-    other = tuple(r[: len(r) // 2] + tuple(q + 500 for q in r[len(r) // 2 :]) if r else r for r in recs)
+    def shift(r):  # offsets moved by 500 towards 0 and beyond (never past the +-2**20 bound)
+        half = len(r) // 2
+        return r[:half] + tuple(q - 500 if q > 0 else q + 500 for q in r[half:])
+
+    other = tuple(shift(r) if r else r for r in recs)
     with pytest.raises(pxzip.PxzError):
         pxzip.decompress(_reseal(data, px, offsets=other), models)
 

@@ -51,8 +51,8 @@ def test_pinned_wavefront_files(name, pinned_models):
 
 def test_pinned_format5_file(pinned_models, monkeypatch):
     """Format 5 (head offsets): decodes to the pinned pixels; and coding the image with the pinned
-    file's offsets reproduces its bytes. (Which offsets the encoder picks is a float fit that may
-    differ between machines, so the fit itself is replaced by the stored offsets here.)"""
+    file's records reproduces its bytes. (Which record the encoder picks is a float fit that may
+    differ between machines, so the fit itself is replaced by the stored records here.)"""
     from pxzip import adapt, codec, container
 
     data = (HERE / "adapt-rgb.pxz").read_bytes()
