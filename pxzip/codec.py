@@ -162,7 +162,7 @@ def encode_unit(
     fit: fit head offsets (pxzip/adapt.py) to this unit and code with them where they pay for themselves.
     Returns the head-offsets record the unit was coded with (2P integers, adapt.py), () for none.
     """
-    n, th, tw, c = tiles_px.shape
+    n, th, tw, _ = tiles_px.shape
     em = model.exact
     params = None  # the unit's head outputs (n, P, th, tw), where they are computed whole
     fit = fit and n * th * tw >= head_offsets.MIN_FIT_PIXELS and head_offsets.fittable(em.cfg)
@@ -171,7 +171,15 @@ def encode_unit(
     offsets = _fit_offsets(model, tiles_px, label, params) if fit else None
     if wave:
         _encode_wave(enc, model, tiles_px, label, trace, progress, params, offsets)
-        return () if offsets is None else tuple(int(q) for q in offsets)
+    else:
+        _encode_raster(enc, model, tiles_px, trace, progress, params, offsets)
+    return () if offsets is None else tuple(int(q) for q in offsets)
+
+
+def _encode_raster(enc, model: zoo.Model, tiles_px, trace, progress, params, offsets) -> None:
+    """The symbols of a unit in raster order: row, column, channel, tile; params (n, P, th, tw)."""
+    n, th, tw, c = tiles_px.shape
+    em = model.exact
     # rows per table batch: fewer numpy calls, bounded memory (an ensemble's tables are M times wider)
     rows = max(1, TABLE_POSITIONS // (tw * n * model.members))
     for i0 in range(0, th, rows):
@@ -189,7 +197,6 @@ def encode_unit(
             trace.append(f.reshape(-1))
         if progress is not None:
             progress(r * tw * n)
-    return () if offsets is None else tuple(int(q) for q in offsets)
 
 
 def _fit_offsets(model: zoo.Model, tiles_px: np.ndarray, label, params: np.ndarray | None) -> np.ndarray | None:
@@ -205,14 +212,11 @@ def _fit_offsets(model: zoo.Model, tiles_px: np.ndarray, label, params: np.ndarr
         prm = params[t, :, i, j]  # (N, P)
     else:
         prm = np.empty((len(idx), model.exact.cfg.num_params_out), np.int32)
-        halo = network.receptive_rows(model.exact.cfg)
-        strip = max(PASS_POSITIONS // tw, 2 * halo)
+        strip = _strip_rows(model, tw)
         for s0 in range(0, th, strip):
             sel = (i >= s0) & (i < s0 + strip)
             if sel.any():
-                top = max(0, s0 - halo)
-                new = unit_params(model, tiles_px[:, top : s0 + strip], label, rows=s0 + strip - top)
-                prm[sel] = new[t[sel], :, i[sel] - top, j[sel]]
+                prm[sel] = _strip(model, tiles_px, label, s0, strip)[t[sel], :, i[sel] - s0, j[sel]]
     try:
         f = head_offsets.fit(prm, tiles_px[t, i, j], model.exact.cfg, n * th * tw * c, model.exact.prior)
     except RuntimeError:  # torch.linalg's LinAlgError on a singular system, say
@@ -237,7 +241,7 @@ def unit_params(
     labels = lane_labels(model, label, n)
     per = max(1, PASS_POSITIONS // (th * tw))
     halo = network.receptive_rows(em.cfg)
-    rows = rows or max(PASS_POSITIONS // tw, 2 * halo)  # rows per strip of a large tile (the halo is overhead)
+    rows = rows or _strip_rows(model, tw)
     out = np.empty((n, em.cfg.num_params_out, th, tw), np.int32)
     for k in range(0, n, per):
         lab = _part(labels, k, per)
@@ -247,6 +251,18 @@ def unit_params(
             # int32 holds every head output (activations are clamped to +-2**20) at half int64's memory
             out[k : k + per, :, i0 : i0 + rows] = p[:, :, i0 - top :].to(torch.int32).cpu().numpy()
     return out
+
+
+def _strip_rows(model: zoo.Model, width: int) -> int:
+    """Rows per network pass of a large tile: PASS_POSITIONS worth, at least twice the halo (its overhead)."""
+    return max(PASS_POSITIONS // width, 2 * network.receptive_rows(model.exact.cfg))
+
+
+def _strip(model: zoo.Model, tiles_px: np.ndarray, label, s0: int, rows: int) -> np.ndarray:
+    """Head outputs (n, P, r, tw) of rows s0 .. s0 + rows - 1 of tiles (n, th, tw, C), computed with
+    their halo of `network.receptive_rows` rows above (the same integers as the whole tile)."""
+    top = max(0, s0 - network.receptive_rows(model.exact.cfg))
+    return unit_params(model, tiles_px[:, top : s0 + rows], label, rows=s0 + rows - top)[:, :, s0 - top :]
 
 
 def _encode_wave(enc, model: zoo.Model, tiles_px, label, trace, progress, params=None, offsets=None) -> None:
@@ -263,8 +279,7 @@ def _encode_wave(enc, model: zoo.Model, tiles_px, label, trace, progress, params
     rows, cols = wavefront.order(th, tw, lag)  # every position, sorted by (t, i)
     steps = cols + lag * rows
     per = max(1, TABLE_POSITIONS // (n * model.members))  # positions per table batch
-    halo = network.receptive_rows(em.cfg)
-    strip = max(PASS_POSITIONS // tw, 2 * halo)  # rows per network pass (as unit_params; the halo is overhead)
+    strip = _strip_rows(model, tw)
     band, band_lo = np.zeros((n, em.cfg.num_params_out, 0, tw), np.int32), 0  # params of rows band_lo..
     if params is not None:
         band = params
@@ -278,10 +293,7 @@ def _encode_wave(enc, model: zoo.Model, tiles_px, label, trace, progress, params
         drop = min(max(0, lo - band_lo), band.shape[2])  # rows the wavefront has left behind
         band, band_lo = band[:, :, drop:], band_lo + drop
         while band_lo + band.shape[2] < hi:  # the next strip, computed with its halo of rows above
-            s0 = band_lo + band.shape[2]
-            top = max(0, s0 - halo)
-            new = unit_params(model, tiles_px[:, top : s0 + strip], label, rows=s0 + strip - top)  # one strip
-            band = np.concatenate([band, new[:, :, s0 - top :]], 2)
+            band = np.concatenate([band, _strip(model, tiles_px, label, band_lo + band.shape[2], strip)], 2)
         prm = band[:, :, rows[a:b] - band_lo, cols[a:b]].transpose(2, 0, 1).reshape(k * n, -1)  # (k*n, P)
         px = tiles_px[:, rows[a:b], cols[a:b]].transpose(1, 0, 2)  # (k, n, C)
         fr = tables.head_freqs_all(head_offsets.apply(prm, offsets), px.reshape(k * n, c), model.cfg, em.luts, em.prior)
