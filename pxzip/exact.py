@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pxzip import network
+from pxzip import kernels, network
 from pxzip.config import LOG_SCALE_MAX, LOG_SCALE_MIN, ModelConfig
 from pxzip.model import PixelCNN, pad_for
 
@@ -233,9 +233,11 @@ class ExactModel:
 
     def wave_stepper(self, tiles: int, height: int, width: int, device="cpu", labels=None):
         """A wavefront-order executor for `tiles` tiles of this shape (the format-4 decoder's engine)."""
-        from pxzip.wavefront import WaveStepper  # wavefront builds on this module
+        from pxzip import wavefront  # wavefront builds on this module
 
-        return WaveStepper(self, tiles, height, width, device, labels)
+        if torch.device(device).type == "cpu":
+            return wavefront.WaveStepper(self, tiles, height, width, labels)  # compiled kernels
+        return wavefront.TorchWaveStepper(self, tiles, height, width, device, labels)
 
     def to(self, device) -> ExactModel:
         for layer in self.layers.values():
@@ -344,6 +346,55 @@ class IntArith:
     def gate_sig(self, t):
         a, b = t.chunk(2, 1)
         return self._rq(a * self.sig(b) / self.em.s)
+
+    def dropout(self, t):
+        return t
+
+
+class NpArith:
+    """IntArith's element-wise ops on (N, C) float64 numpy arrays, each one compiled kernel call
+    (kernels.py): the same integers, for the compiled decoders (wavefront.WaveStepper)."""
+
+    em: ExactModel
+
+    def _setup_luts(self) -> None:
+        self.np_luts = {k: v.cpu().numpy() for k, v in self.em.t_luts.items()}  # float64 copies
+
+    def tanh(self, x):
+        out = np.empty_like(x)
+        kernels.lut(x, self.np_luts["tanh"], -LUT_RANGE["tanh"] * self.em.s, out)
+        return out
+
+    def sig(self, x):
+        out = np.empty_like(x)
+        kernels.lut(x, self.np_luts["sig"], -LUT_RANGE["sig"] * self.em.s, out)
+        return out
+
+    def add(self, a, b):
+        out = np.empty_like(a)
+        kernels.add(a, b, CLAMP, out)
+        return out
+
+    def celu(self, t):
+        out = np.empty((t.shape[0], 2 * t.shape[1]))
+        kernels.celu(t, self.np_luts["elu"], -LUT_RANGE["elu"] * self.em.s, out)
+        return out
+
+    def relu(self, t):
+        out = np.empty_like(t)
+        kernels.relu(t, out)
+        return out
+
+    def gate_tanh(self, t):
+        out = np.empty((t.shape[0], t.shape[1] // 2))
+        lo_t, lo_s = -LUT_RANGE["tanh"] * self.em.s, -LUT_RANGE["sig"] * self.em.s
+        kernels.gate_tanh(t, self.np_luts["tanh"], lo_t, self.np_luts["sig"], lo_s, self.em.s, CLAMP, out)
+        return out
+
+    def gate_sig(self, t):
+        out = np.empty((t.shape[0], t.shape[1] // 2))
+        kernels.gate_sig(t, self.np_luts["sig"], -LUT_RANGE["sig"] * self.em.s, self.em.s, CLAMP, out)
+        return out
 
     def dropout(self, t):
         return t

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pxzip import kernels
 from pxzip.config import LOG_SCALE_MAX, LOG_SCALE_MIN, ModelConfig
 
 PRECISION = 24  # frequencies of one table sum to 2**PRECISION (constriction's default precision)
@@ -38,24 +39,18 @@ def to_freqs(mass: np.ndarray) -> np.ndarray:
     return freqs
 
 
-def softmax_freqs(logits: np.ndarray, luts: dict[str, np.ndarray]) -> np.ndarray:
-    """256-way softmax head: integer logits (N, 256) at 2**-act_bits -> frequencies."""
+def softmax_freqs_numpy(logits: np.ndarray, luts: dict[str, np.ndarray]) -> np.ndarray:
+    """256-way softmax head: integer logits (N, 256) at 2**-act_bits -> frequencies (numpy reference)."""
     exp = luts["exp"]
     d = logits - logits.max(1, keepdims=True)  # <= 0
     idx = np.clip(d + (len(exp) - 1), 0, None)
     return to_freqs(exp[idx])  # each <= 2**24, totals <= 2**32
 
 
-class Mixture:
-    """Discretised logistic mixture (PixelCNN++) for one batch of pixels, channel by channel.
-
-    params: (N, P) integers from the head. Call `freqs(c)` for channel c = 0, 1, 2 in order, and
-    `observe(c, values)` after channel c is known: later channels' means and the mixture weights
-    (the posterior given the earlier channels) depend on it.
-    prior: None, or the integer weights of G member models whose K / G components each lie side by
-    side (an ensemble, see ensemble.py): each member's logits are normalised on their own, then
-    weighted, so the table is the weighted average of the members' distributions.
-    """
+class NumpyMixture:
+    """Discretised logistic mixture (PixelCNN++) for one batch of pixels, channel by channel, in numpy:
+    the readable definition that `Mixture` (compiled, kernels.py; same interface and arguments,
+    documented there) is tested against."""
 
     def __init__(
         self, params: np.ndarray, cfg: ModelConfig, luts: dict[str, np.ndarray], prior: np.ndarray | None = None
@@ -141,6 +136,54 @@ class Mixture:
         post = self.weights * m  # <= 2**39
         self.weights = np.where(post.sum(1, keepdims=True) > 0, self._normalise(post), self.weights)
         self.u.append(values * 2 - 255)
+
+
+def softmax_freqs(logits: np.ndarray, luts: dict[str, np.ndarray]) -> np.ndarray:
+    """256-way softmax head: integer logits (N, 256) at 2**-act_bits -> frequencies (N, 256) int64."""
+    out = np.empty(logits.shape, np.int64)
+    kernels.softmax_freqs(np.ascontiguousarray(logits, dtype=np.int64), luts["exp"], out)
+    return out
+
+
+class Mixture:
+    """Discretised logistic mixture (PixelCNN++) for one batch of pixels, channel by channel (compiled).
+
+    params: (N, P) integers from the head. Call `freqs(c)` for channel c = 0, 1, 2 in order, and
+    `observe(c, values)` after channel c is known: later channels' means and the mixture weights
+    (the posterior given the earlier channels) depend on it.
+    prior: None, or the integer weights of G member models whose K / G components each lie side by
+    side (an ensemble, see ensemble.py): each member's logits are normalised on their own, then
+    weighted, so the table is the weighted average of the members' distributions.
+    The same integers as `NumpyMixture` (the readable definition), in one pass per table without
+    the (N, K, 255) temporaries (kernels.py).
+    """
+
+    def __init__(
+        self, params: np.ndarray, cfg: ModelConfig, luts: dict[str, np.ndarray], prior: np.ndarray | None = None
+    ):
+        self.luts, self.s = luts, 2**cfg.act_bits
+        k, c = cfg.num_logistic_mix, cfg.in_channels
+        n = len(params)
+        p = np.ascontiguousarray(params, dtype=np.int64)
+        self.mu = np.empty((n, c, k), np.int64)  # means at 2**-act_bits, "u" units
+        self.inv = np.empty((n, c, k), np.int64)  # inverse scales at 2**-24
+        self.coef = np.empty((n, 3 if c == 3 else 0, k), np.int64)  # RGB coefficients at 2**-act_bits
+        self.weights = np.empty((n, k), np.int64)  # mixture weights, about 2**15 in all
+        self.u = np.zeros((n, c), np.int64)  # observed channels as u = 2p - 255
+        pr = np.zeros(0, np.int64) if prior is None else np.asarray(prior, np.int64)
+        kernels.mixture_setup(
+            p, k, c, self.s, LOG_SCALE_MIN, LOG_SCALE_MAX, luts["inv_scale"], luts["tanh"], luts["exp"], pr,
+            self.mu, self.inv, self.coef, self.weights,
+        )  # fmt: skip
+
+    def freqs(self, c: int) -> np.ndarray:
+        out = np.empty((len(self.mu), 256), np.int64)
+        kernels.mixture_freqs(self.mu, self.inv, self.coef, self.weights, self.u, c, self.s, self.luts["cdf"], out)
+        return out
+
+    def observe(self, c: int, values: np.ndarray) -> None:
+        v = np.ascontiguousarray(values, dtype=np.int64)
+        kernels.mixture_observe(self.mu, self.inv, self.coef, self.weights, self.u, c, v, self.s, self.luts["cdf"])
 
 
 class PixelSteps:

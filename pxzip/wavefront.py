@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from pxzip import network
+from pxzip import kernels, network
 from pxzip.config import ModelConfig
-from pxzip.exact import ExactModel, IntArith, exact_mode
+from pxzip.exact import CLAMP, ExactModel, IntArith, NpArith, exact_mode
 
 
 def rows_at(t: int, height: int, width: int, lag: int) -> range:
@@ -169,10 +169,36 @@ class _Rings:
         return self.data.index_select(0, flat.reshape(-1)).view(*flat.shape, -1)
 
 
-class _VOps(IntArith):
+class _Lagged:
+    """Element-wise ops of a wavefront step: each evaluated at the smallest lag of its inputs (`_ew`),
+    with the arithmetic of the executor's other base (IntArith: torch, NpArith: compiled)."""
+
+    def _ew(self, fn, *ks):
+        raise NotImplementedError
+
+    def add(self, a, b):
+        return self._ew(super().add, a, b)
+
+    def celu(self, a):
+        return self._ew(super().celu, a)
+
+    def relu(self, a):
+        return self._ew(super().relu, a)
+
+    def dropout(self, a):
+        return self._ew(super().dropout, a)
+
+    def gate_tanh(self, a):
+        return self._ew(super().gate_tanh, a)
+
+    def gate_sig(self, a):
+        return self._ew(super().gate_sig, a)
+
+
+class _VOps(_Lagged, IntArith):
     """One wavefront step of the vertical stream: every node of every computed lane at its lagged column."""
 
-    def __init__(self, ws: WaveStepper):
+    def __init__(self, ws: TorchWaveStepper):
         self.ws, self.em, self.bias, self.k = ws, ws.em, ws.bias, 0
         self.fresh: dict[int, torch.Tensor] = {}  # node -> (L, C) values computed in this step
 
@@ -205,29 +231,11 @@ class _VOps(IntArith):
         lag = min(self.ws.plan.node_lag(k) for k in ks)
         return self._emit(fn(*(self._at(k, lag)[:, :, None, None] for k in ks))[:, :, 0, 0])
 
-    def add(self, a, b):
-        return self._ew(super().add, a, b)
-
-    def celu(self, a):
-        return self._ew(super().celu, a)
-
-    def relu(self, a):
-        return self._ew(super().relu, a)
-
-    def dropout(self, a):
-        return self._ew(super().dropout, a)
-
-    def gate_tanh(self, a):
-        return self._ew(super().gate_tanh, a)
-
-    def gate_sig(self, a):
-        return self._ew(super().gate_sig, a)
-
 
 class _HOps(IntArith):
     """The horizontal stream at the pixel of each coded lane (a subset of lanes), as exact.PosOps."""
 
-    def __init__(self, ws: WaveStepper):
+    def __init__(self, ws: TorchWaveStepper):
         self.ws, self.em, self.bias = ws, ws.em, ws.hbias
 
     def put(self, name, t):
@@ -251,8 +259,9 @@ class _HOps(IntArith):
         return self._apply_at(name, window)
 
 
-class WaveStepper:
-    """Wavefront evaluation for a batch of same-shape tiles (the decoder's engine in format 4).
+class TorchWaveStepper:
+    """Wavefront evaluation for a batch of same-shape tiles in torch ops, on any device: the reference
+    executor that the compiled `WaveStepper` (the CPU decoder's engine) is tested against.
 
     Usage: for t in range(start, num_steps(...)): `advance(t)` -> the rows coded at t (ascending);
     if any, `params()` -> (tiles * rows, P) integers in order (tile, row), then `set_pixel(c,
@@ -343,3 +352,156 @@ class WaveStepper:
         """Channel c of the pixels coded in this step, (tiles * rows,) in order (tile, row)."""
         x = self.rings[self.plan.names["x"]]
         x.data[self.px_flat, c] = values.to(x.data) * 2 - 255
+
+
+# -- the compiled engine (CPU) --------------------------------------------------------------------
+
+
+class _CVOps(_Lagged, NpArith):
+    """`_VOps` on numpy arrays with compiled kernels: one gather, one GEMM and one requantisation per
+    convolution, one kernel per element-wise op, instead of a dozen torch ops each."""
+
+    def __init__(self, ws: WaveStepper):
+        self.ws, self.em, self.np_luts, self.k = ws, ws.em, ws.np_luts, 0
+        self.fresh: dict[int, np.ndarray] = {}  # node -> (A, C) values computed in this step
+
+    def _emit(self, value: np.ndarray) -> int:
+        k = self.k = self.k + 1
+        ws = self.ws
+        if ws.plan.nodes[k].buffered:
+            kernels.ring_write(ws.rings[k], ws.cols, ws.w, ws.lane, ws.front, ws.a, ws.plan.node_lag(k), value)
+        self.fresh[k] = value
+        return k
+
+    def _at(self, k: int, lag: int) -> np.ndarray:
+        ws = self.ws
+        if ws.plan.node_lag(k) == lag:
+            return self.fresh[k]
+        out = np.empty((ws.a, ws.plan.nodes[k].channels))
+        kernels.gather(
+            ws.rings[k], ws.cols, ws.slots, ws.h, ws.w, ws.row, ws.front, ws.tile, ws.a, lag, 0, 0, 1, 1, out
+        )
+        return out
+
+    def put(self, name, k):
+        return k
+
+    def conv(self, name, src):
+        spec, ws = self.em.specs[name], self.ws
+        k = ws.plan.names[src]
+        lag = ws.plan.node_lag(k) - (spec.kw - 1 - spec.left)
+        win = np.empty((ws.a, ws.wmat[name].shape[0]))  # (A, kh*kw*Cin) channels-last windows
+        kernels.gather(
+            ws.rings[k], ws.cols, ws.slots, ws.h, ws.w, ws.row, ws.front, ws.tile, ws.a,
+            lag, spec.top, spec.left, spec.kh, spec.kw, win,
+        )  # fmt: skip
+        acc = np.empty((ws.a, spec.cout))
+        torch.mm(torch.from_numpy(win), ws.wmat[name], out=torch.from_numpy(acc))  # exact: partial sums < 2**52
+        kernels.finish(acc, ws.bias[name], ws.tile, ws.mult[name], CLAMP, acc)
+        return self._emit(acc)
+
+    def _ew(self, fn, *ks):
+        lag = min(self.ws.plan.node_lag(k) for k in ks)
+        return self._emit(fn(*(self._at(k, lag) for k in ks)))
+
+
+class _CHOps(NpArith):
+    """`_HOps` on numpy arrays with compiled kernels: the horizontal stream at the coded pixels (N, C)."""
+
+    def __init__(self, ws: WaveStepper):
+        self.ws, self.em, self.np_luts = ws, ws.em, ws.np_luts
+
+    def put(self, name, t):
+        ws = self.ws
+        ring = ws.hrings.get(name)
+        if ring is None:  # the horizontal stream reads its own row only, r columns back: r + 1 columns
+            ring = ws.hrings[name] = np.zeros(((ws.lanes + 2) * (ws.plan.r + 1), t.shape[1]))
+        kernels.row_write(ring, ws.plan.r + 1, ws.px_lane, ws.px_col, t)
+        return t
+
+    def conv(self, name, src):
+        spec, ws = self.em.specs[name], self.ws
+        if spec.src == "v":  # 1x1 convolutions of the vertical stream at the pixel
+            data, cols, left, kw = ws.rings[ws.plan.names[src]], ws.cols, 0, 1
+        elif src == "x":
+            data, cols, left, kw = ws.rings[ws.plan.names["x"]], ws.cols, spec.left, spec.kw
+        else:
+            data, cols, left, kw = ws.hrings[src], ws.plan.r + 1, spec.left, spec.kw
+        win = np.empty((len(ws.px_lane), kw * data.shape[1]))
+        kernels.gather_row(data, cols, ws.px_lane, ws.px_col, left, kw, win)
+        acc = np.empty((len(win), spec.cout))
+        torch.mm(torch.from_numpy(win), ws.wpos[name], out=torch.from_numpy(acc))
+        kernels.finish(acc, ws.bias[name], ws.px_tile, ws.mult[name], CLAMP, acc)
+        return acc
+
+
+class WaveStepper:
+    """Wavefront evaluation for a batch of same-shape tiles (the CPU decoder's engine in format 4).
+
+    Usage: for t in range(start, num_steps(...)): `advance(t)` -> the rows coded at t (ascending);
+    if any, `params()` -> (tiles * rows, P) integers in order (tile, row), then `set_pixel(c,
+    values)` for each channel c (for "gated" models call `params()` again after each channel).
+    `start` is -reach: the first steps compute the vertical stream of the first row only.
+    The same integers as `TorchWaveStepper` (same rings, same lags; tests/test_wavefront.py),
+    with numpy state and compiled kernels (kernels.py) around torch's float64 GEMMs.
+    """
+
+    def __init__(self, em: ExactModel, tiles: int, height: int, width: int, labels=None):
+        """labels: (tiles,) int64 class labels for a conditional model (None: "no label" for all)."""
+        self.em, self.n, self.h, self.w = em, tiles, height, width
+        self.plan = p = plan_for(em.cfg)
+        self.lag, self.start = p.lag, -p.reach
+        self.slots = slots_for(em.cfg, width)
+        self.lanes = tiles * self.slots  # lane = tile * slots + row % slots
+        self.cols = p.r * p.lag + 2 * p.r + p.reach + 2  # ring width, as TorchWaveStepper's
+        self.rings = {
+            k: np.zeros(((self.lanes + 2) * self.cols, n.channels)) for k, n in enumerate(p.nodes) if n.buffered
+        }
+        self.hrings: dict[str, np.ndarray] = {}
+        bias = em.lane_biases(labels, tiles)
+        self.bias = {k: b.cpu().numpy().astype(np.float64) for k, b in bias.items()}  # (tiles or 1, cout)
+        self.mult = {k: layer.mult.flatten().cpu().numpy() for k, layer in em.layers.items()}
+        self.wmat = {n: em.layers[n].w.permute(2, 3, 1, 0).reshape(-1, em.specs[n].cout).contiguous() for n in p.convs}
+        self.wpos = {n: layer.wpos.cpu() for n, layer in em.layers.items() if n not in self.wmat}
+        self.np_luts = {k: v.cpu().numpy() for k, v in em.t_luts.items()}
+        self.lane, self.row, self.front, self.tile = (np.zeros(self.lanes, np.int64) for _ in range(4))
+        self.a = 0
+        self.t = self.start - 1
+        self.blank = np.zeros(p.nodes[p.names["x"]].channels)
+        self.blank[-1] = 255.0  # a coded pixel before it is decoded: zeros, but "inside the image"
+
+    def advance(self, t: int) -> range:
+        """Compute the vertical stream of step t; returns the rows whose pixel is coded at t."""
+        assert t == self.t + 1, "steps must be taken in order"
+        self.t = t
+        p = self.plan
+        self.a = kernels.wave_lanes(
+            t, p.reach, self.lag, self.slots, self.h, self.w, self.lane, self.row, self.front, self.tile
+        )
+        if self.a:
+            with torch.no_grad():
+                network.v_stream(self.em.cfg, _CVOps(self))
+        rows = rows_at(t, self.h, self.w, self.lag)
+        if len(rows):
+            r = np.arange(rows.start, rows.stop)
+            tiles = np.arange(self.n)
+            self.px_lane = (tiles[:, None] * self.slots + r[None, :] % self.slots).reshape(-1)  # (N,) tile, row
+            self.px_col = np.tile(t - self.lag * r, self.n)
+            self.px_tile = self.px_lane // self.slots
+            self.px_flat = self.px_lane * self.cols + self.px_col % self.cols  # (N,) in the vertical rings
+            self.rings[p.names["x"]][self.px_flat] = self.blank
+        return rows
+
+    def params(self) -> torch.Tensor:
+        """Head output (tiles * rows, P) at the pixels coded in this step, order (tile, row)."""
+        with torch.no_grad():
+            return torch.from_numpy(network.h_stream(self.em.cfg, _CHOps(self)))
+
+    def params_int(self) -> np.ndarray:
+        with torch.no_grad():
+            return network.h_stream(self.em.cfg, _CHOps(self)).astype(np.int64)
+
+    def set_pixel(self, c: int, values) -> None:
+        """Channel c of the pixels coded in this step, (tiles * rows,) in order (tile, row)."""
+        v = values.numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+        self.rings[self.plan.names["x"]][self.px_flat, c] = v * 2.0 - 255
