@@ -356,7 +356,7 @@ def decode_units(
                 for (dec, _), lo, hi in zip(parts, bounds[:-1], bounds[1:]):
                     vals[lo:hi] = dec.decode(FAMILY, probs[lo:hi])
                 out[:, i, j, ch] = vals
-                st.set_pixel(j, ch, torch.from_numpy(vals))
+                st.set_pixel(j, ch, vals)
                 steps.observe(ch, vals)
         if progress is not None:
             progress(tw * total)
@@ -391,7 +391,7 @@ def _decode_wave(model: zoo.Model, shape, parts, out: np.ndarray, progress: Prog
             for (dec, _), lo, hi in zip(parts, bounds[:-1], bounds[1:]):
                 vals[lo * k : hi * k] = dec.decode(FAMILY, probs[lo * k : hi * k])
             out[:, r, j, ch] = vals.reshape(total, k)
-            ws.set_pixel(ch, torch.from_numpy(vals))
+            ws.set_pixel(ch, vals)
             steps.observe(ch, vals)
         done += k
         if progress is not None and (done >= tw or t == end - 1):

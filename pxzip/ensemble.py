@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pxzip.config import ModelConfig
-from pxzip.exact import ExactModel, Stepper
+from pxzip.exact import ExactModel
 from pxzip.model import logistic_mixture_nll
 
 MAX_MEMBERS = 8
@@ -111,11 +111,11 @@ class ExactEnsemble:
 
 
 class EnsembleStepper:
-    """exact.Stepper for an ensemble: one per member, advanced together, outputs combined."""
+    """A raster stepper for an ensemble: one per member, advanced together, outputs combined."""
 
     def __init__(self, ens: ExactEnsemble, batch: int, height: int, width: int, device="cpu"):
         self.ens = ens
-        self.steppers = [Stepper(m, batch, height, width, device) for m in ens.members]
+        self.steppers = [m.stepper(batch, height, width, device) for m in ens.members]
 
     def start_row(self, i: int) -> None:
         for st in self.steppers:
@@ -127,7 +127,7 @@ class EnsembleStepper:
     def params_int(self, j: int) -> np.ndarray:
         return self.params(j).to(torch.int64).cpu().numpy()
 
-    def set_pixel(self, j: int, c: int, values: torch.Tensor) -> None:
+    def set_pixel(self, j: int, c: int, values) -> None:
         for st in self.steppers:
             st.set_pixel(j, c, values)
 
@@ -149,7 +149,7 @@ class EnsembleWave:
     def params_int(self) -> np.ndarray:
         return self.params().to(torch.int64).cpu().numpy()
 
-    def set_pixel(self, c: int, values: torch.Tensor) -> None:
+    def set_pixel(self, c: int, values) -> None:
         for st in self.steppers:
             st.set_pixel(c, values)
 

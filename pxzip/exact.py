@@ -227,9 +227,13 @@ class ExactModel:
         """The encoder's parallel pass, see `tile_params`: (B, C, H, W) -> (B, P, H, W) integers."""
         return tile_params(self, pixels, labels)
 
-    def stepper(self, batch: int, height: int, width: int, device="cpu", labels=None) -> Stepper:
+    def stepper(self, batch: int, height: int, width: int, device="cpu", labels=None):
         """A cached raster-order executor for `batch` tiles of this shape (the decoder's engine)."""
-        return Stepper(self, batch, height, width, device, labels)
+        if torch.device(device).type == "cpu":
+            from pxzip import raster  # raster builds on this module
+
+            return raster.Stepper(self, batch, height, width, labels)  # compiled kernels
+        return TorchStepper(self, batch, height, width, device, labels)
 
     def wave_stepper(self, tiles: int, height: int, width: int, device="cpu", labels=None):
         """A wavefront-order executor for `tiles` tiles of this shape (the format-4 decoder's engine)."""
@@ -468,7 +472,7 @@ class PosOps(IntArith):
     (B, r + W, C): a strided view that the matmul reads without copying.
     """
 
-    def __init__(self, em: ExactModel, stepper: Stepper, j: int):
+    def __init__(self, em: ExactModel, stepper: TorchStepper, j: int):
         self.em, self.st, self.j, self.bias = em, stepper, j, stepper.bias
 
     def put(self, name, t):
@@ -489,8 +493,9 @@ class PosOps(IntArith):
         return self._apply_at(name, window)
 
 
-class Stepper:
-    """Cached raster-order evaluation for a batch of same-shape tiles (the decoder's engine).
+class TorchStepper:
+    """Cached raster-order evaluation for a batch of same-shape tiles in torch ops, on any device: the
+    reference executor that the compiled raster.Stepper (the CPU decoder's engine) is tested against.
 
     Usage per row i: `start_row(i)`, then for each column j: `params(j)` -> (B, P) integers and
     `set_pixel(j, c, values)` for each channel. For "gated" models `params(j)` must be called again
@@ -535,8 +540,9 @@ class Stepper:
         """`params(j)` as an int64 numpy array, the form the table builders take."""
         return self.params(j).to(torch.int64).cpu().numpy()
 
-    def set_pixel(self, j: int, c: int, values: torch.Tensor) -> None:
-        v = values.to(self.x) * 2 - 255
+    def set_pixel(self, j: int, c: int, values) -> None:
+        """values: (B,) pixel values, a tensor or a numpy array."""
+        v = torch.as_tensor(values).to(self.x) * 2 - 255
         self.x[:, c, self.i, j] = v  # for the vertical stream of the rows below
         self.xrow[:, self.r + j, c] = v  # for the horizontal stream of this row
 

@@ -348,10 +348,10 @@ class TorchWaveStepper:
     def params_int(self) -> np.ndarray:
         return self.params().to(torch.int64).cpu().numpy()
 
-    def set_pixel(self, c: int, values: torch.Tensor) -> None:
-        """Channel c of the pixels coded in this step, (tiles * rows,) in order (tile, row)."""
+    def set_pixel(self, c: int, values) -> None:
+        """Channel c of the pixels coded in this step, (tiles * rows,) in order (tile, row); tensor or numpy."""
         x = self.rings[self.plan.names["x"]]
-        x.data[self.px_flat, c] = values.to(x.data) * 2 - 255
+        x.data[self.px_flat, c] = torch.as_tensor(values).to(x.data) * 2 - 255
 
 
 # -- the compiled engine (CPU) --------------------------------------------------------------------
