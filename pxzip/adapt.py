@@ -19,7 +19,9 @@ kodim02's gain.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,9 +93,7 @@ def fit(params: np.ndarray, pixels: np.ndarray, cfg: ModelConfig, dims: int, pri
     are those of the float analogue of the tables (kodim02: within 0.001 bits/dim of the exact
     tables' ideal length).
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # process-wide: the fit is short, and its sums then have one order
-    try:
+    with _one_thread():
         # autograd even when the caller runs under torch.inference_mode() or no_grad()
         with torch.inference_mode(False), torch.enable_grad():
             scale = _head_scale(cfg)  # (P,)
@@ -104,12 +104,32 @@ def fit(params: np.ndarray, pixels: np.ndarray, cfg: ModelConfig, dims: int, pri
             q = torch.round(z * scale).clamp(-CLAMP, CLAMP).detach()
             before = float(_loss(0, base, px, cfg, prior))
             after = float(_loss(q / scale, base * (1 + s / 2**SCALE_BITS), px, cfg, prior))
-    finally:
-        torch.set_num_threads(threads)
     record = torch.cat([s, q]).to(torch.int64).numpy()
     if not (math.isfinite(before) and math.isfinite(after) and after < before):
         record, after = np.zeros_like(record), before
     return Fit(record, before * dims, after * dims)
+
+
+_THREADS = threading.Lock()
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """torch on one thread for the fit, so that its float32 sums (and so the record, and the file's
+    bytes) do not depend on the caller's thread count. torch has no per-thread setting, so this
+    sets the process's count and puts it back; the lock makes concurrent fits (compress calls in
+    threads) take turns, so none restores a count another one set. The exact model's integers do
+    not depend on the thread count, so other threads' coding meanwhile is only slower, never
+    different. (On several threads torch's float32 sums and vectorised tails need not be the
+    same, so a record could change with the caller's thread count: on a 256x512 crop of kodim23
+    the 2-thread record happened to equal the 1-thread one, which proves nothing.)"""
+    with _THREADS:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _head_scale(cfg: ModelConfig) -> torch.Tensor:

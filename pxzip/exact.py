@@ -101,14 +101,16 @@ class ExactLayer:
         size = b * hp * wp
         n = size - (kh - 1) * wp - (kw - 1)  # up to the last valid output; its window ends at column size-1
         flat = x.transpose(0, 1).reshape(cin, size)  # a view when B == 1 (the encoder, the decoder's rows)
-        out = self.taps[0, 0] @ flat[:, :n]
+        full = x.new_empty(cout, size)
+        full[:, n:] = 0  # past the last valid output: dropped, but kept finite
+        out = full[:, :n]  # accumulated in place: no padded copy of the result
+        out.addmm_(self.taps[0, 0], flat[:, :n], beta=0)  # beta=0: the empty buffer's contents are not read
         for a in range(kh):
             for k in range(kw):
                 if a or k:
                     off = a * wp + k
                     out.addmm_(self.taps[a, k], flat[:, off : off + n])
-        out = F.pad(out, (0, size - n)).view(cout, b, hp, wp)
-        return out[:, :, :ho, :wo].transpose(0, 1)
+        return full.view(cout, b, hp, wp)[:, :, :ho, :wo].transpose(0, 1)
 
 
 class ExactModel:
@@ -420,6 +422,45 @@ class TileOps(IntArith):
         return self._finish(name, self.em.layers[name].conv(F.pad(self.t[src], pad_for(spec)))[:, :, : self.h])
 
 
+class CompiledTileOps(NpArith, TileOps):
+    """TileOps with NpArith's compiled element-wise ops (CPU tensors): each op one pass over the tile,
+    where torch took six to eight (clamp, index, gather, add, ...). Whole tiles are (B, C*H*W) rows
+    to the kernels: a channel block of a tile is contiguous, so concatenating or halving channels
+    (celu, the gates) is concatenating or halving rows."""
+
+    def __init__(self, em: ExactModel, x: torch.Tensor, labels: torch.Tensor | None = None):
+        super().__init__(em, x, labels)
+        self.np_luts = {k: v.numpy() for k, v in em.t_luts.items()}
+        self.np_bias = {k: v.numpy() for k, v in self.bias.items()}  # (B or 1, cout)
+        self.np_mult = {k: layer.mult.flatten().numpy() for k, layer in em.layers.items()}
+
+    def _finish(self, name, acc):
+        out = np.empty(acc.shape)
+        kernels.finish_nchw(acc.numpy(), self.np_bias[name], self.np_mult[name], CLAMP, out)
+        return torch.from_numpy(out)
+
+    def _flat(self, fn, *ts):
+        """Apply an NpArith op to tiles (B, C, H, W) as rows (B, C*H*W); back to (B, C', H, W)."""
+        t0 = ts[0]
+        out = fn(*(t.contiguous().numpy().reshape(len(t0), -1) for t in ts))
+        return torch.from_numpy(out).view(len(t0), -1, *t0.shape[2:])
+
+    def add(self, a, b):
+        return self._flat(super().add, a, b)
+
+    def celu(self, t):
+        return self._flat(super().celu, t)
+
+    def relu(self, t):
+        return self._flat(super().relu, t)
+
+    def gate_tanh(self, t):
+        return self._flat(super().gate_tanh, t)
+
+    def gate_sig(self, t):
+        return self._flat(super().gate_sig, t)
+
+
 class RowOps(IntArith):
     """One row i of the vertical stream, from cached rows above. Row tensors are (B, C, 1, W)."""
 
@@ -552,6 +593,7 @@ def tile_params(em: ExactModel, pixels: torch.Tensor, labels: torch.Tensor | Non
     dev = em.layers["v_in"].w.device
     with exact_mode():
         lab = None if labels is None else labels.to(dev)
-        ops = TileOps(em, network.pixels_to_input(pixels.to(dev)), lab)
+        cls = CompiledTileOps if torch.device(dev).type == "cpu" else TileOps
+        ops = cls(em, network.pixels_to_input(pixels.to(dev)), lab)
         network.v_stream(em.cfg, ops)
         return network.h_stream(em.cfg, ops)

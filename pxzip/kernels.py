@@ -476,3 +476,21 @@ def set_pixel(x, rowbuf, i, j, c, r, x_off, cx, values):
         u = values[b] * 2.0 - 255.0
         x[i, b, j, c] = u
         rowbuf[b, x_off + (r + j) * cx + c] = u
+
+
+# -- the encoder's parallel pass (exact.CompiledTileOps) --------------------------------------------
+
+
+@_jit
+def finish_nchw(acc, bias, mult, clamp, out):
+    """exact.IntArith._finish for whole tiles: integer sums acc (B, Cout, H, W) (any strides) ->
+    out (B, Cout, H, W) = rq((acc + bias[b or 0, o]) * mult[o]), clamped."""
+    nb, m, h, w = acc.shape
+    shared = bias.shape[0] == 1
+    for b in range(nb):
+        bb = 0 if shared else b
+        for o in range(m):
+            bo, mo = bias[bb, o], mult[o]
+            for i in range(h):
+                for j in range(w):
+                    out[b, o, i, j] = _rq((acc[b, o, i, j] + bo) * mo, clamp)

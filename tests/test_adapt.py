@@ -366,3 +366,26 @@ def test_pil_plugin_adapt_option(tiny_models, small_fit, tmp_path):
     img.save(tmp_path / "b.pxz", model=[tiny_models["pp_rgb"]], adapt=False)
     assert (tmp_path / "a.pxz").read_bytes()[2] >> 4 == 5
     assert (tmp_path / "b.pxz").read_bytes()[2] >> 4 == 4
+
+
+def test_concurrent_compress_in_threads_is_safe(tiny_models, small_fit):
+    """compress calls in threads (each fitting records on one thread) give the bytes of a lone call,
+    and the process's torch thread count is what it was."""
+    import threading
+
+    import torch
+
+    models = [tiny_models["pp_rgb"]]
+    images = [_photo_like(40, 70, seed) for seed in range(4)]
+    alone = [pxzip.compress(px, models) for px in images]
+    before = torch.get_num_threads()
+    out: dict[int, bytes] = {}
+    threads = [threading.Thread(target=lambda k=k: out.__setitem__(k, pxzip.compress(images[k], models)))
+               for k in range(4)]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [out[k] for k in range(4)] == alone
+    assert all(container.unpack(d)[0].offsets for d in alone)
+    assert torch.get_num_threads() == before
