@@ -164,6 +164,23 @@ def _cdf_at(cdf_lut, edge_u, s, mean, inv):
 
 
 @_jit
+def _unsaturated(cdf_lut, s, mean, inv):
+    """Bin edges lo .. hi-1 where a component's CDF index (see _cdf_at) lies inside the table: below
+    lo it is < 0, from hi on >= len - 1, so the CDF is the table's first or last entry there. The
+    index is (a * e + d0) >> 24 with a = 2 s inv >= 0: both bounds are exact ceilings. (A sharp
+    component reaches the table over a few edges only: most of its 255 edges need no lookup.)"""
+    half = (len(cdf_lut) - 1) // 2
+    d0 = (-254 * s - mean) * inv + (1 << 23) + (half << 24)  # the index's numerator at edge 0
+    top = (len(cdf_lut) - 1) << 24
+    a = 2 * s * inv
+    if a == 0:
+        return 0, 255  # a constant index: the general path
+    lo = 0 if d0 >= 0 else min((-d0 + a - 1) // a, 255)
+    hi = 0 if d0 >= top else min((top - d0 + a - 1) // a, 255)
+    return lo, max(lo, hi)
+
+
+@_jit
 def mixture_freqs(mu, inv, coef, weights, u, c, s, cdf_lut, out):
     """tables.Mixture.freqs(c): frequencies (N, 256) of channel c given the channels observed in u."""
     n, _, k = mu.shape
@@ -181,8 +198,14 @@ def mixture_freqs(mu, inv, coef, weights, u, c, s, cdf_lut, out):
                 continue  # a zero weight adds nothing to the mixture CDF
             m = _mean(mu, coef, u, i, c, j, lim)
             iv = inv[i, c, j]
-            for e in range(255):
+            lo, hi = _unsaturated(cdf_lut, s, m, iv)
+            flat0, flat1 = w * cdf_lut[0], w * cdf_lut[len(cdf_lut) - 1]
+            for e in range(lo):  # the table index clips at 0 here
+                mix[e] += flat0
+            for e in range(lo, hi):
                 mix[e] += w * _cdf_at(cdf_lut, 2 * e - 254, s, m, iv)
+            for e in range(hi, 255):  # ... and at its end here
+                mix[e] += flat1
         prev = 0
         for e in range(255):
             mass[e] = mix[e] - prev

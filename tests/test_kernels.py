@@ -127,3 +127,20 @@ def test_stepper_choice_follows_the_device():
     assert isinstance(em.stepper(1, 2, 2), raster.Stepper)
     assert isinstance(em.wave_stepper(1, 2, 2), wavefront.WaveStepper)
     assert isinstance(em.stepper(1, 2, 2, device="meta"), TorchStepper)
+
+
+def test_unsaturated_edges_are_exact_bounds():
+    """kernels._unsaturated: below lo the CDF index is < 0, from hi on >= the table's end, and the
+    edges next to the bounds are inside (so only saturated edges skip the lookup)."""
+    cdf = LUTS["cdf"]
+    half, top, s = (len(cdf) - 1) // 2, len(cdf) - 1, 1024
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        m = int(rng.integers(-512 * s, 512 * s))
+        inv = int(rng.choice([0, 1, int(rng.integers(1, 2**27)), 2**27]))
+        lo, hi = kernels._unsaturated(cdf, s, m, inv)
+        e = np.arange(255)
+        idx = (((2 * e - 254) * s - m) * inv + (1 << 23) + (half << 24)) >> 24
+        assert (idx[:lo] < 0).all() and (idx[hi:] >= top).all()
+        assert lo == 255 or idx[lo] >= 0 or lo >= hi
+        assert hi == 0 or hi <= lo or idx[hi - 1] < top
