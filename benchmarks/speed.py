@@ -45,8 +45,13 @@ def run_case(pxzip, name: str) -> dict:
         data, te = timed(lambda: pxzip.compress(img))
         out, td = timed(lambda: pxzip.decompress(data))
         assert np.array_equal(out, img), "decoded image differs"
-        return {"encode_s": te, "decode_s": td, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                "bits_per_dim": 8 * len(data) / img.size}
+        return {
+            "encode_s": te,
+            "decode_s": td,
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bits_per_dim": 8 * len(data) / img.size,
+        }
     if name == "cifar1":
         img = cifar(1)[0]
         pxzip.decompress(pxzip.compress(img))  # warm-up (model load, compilation caches)
@@ -80,8 +85,13 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     import pxzip
 
-    report = {"pxzip": str(Path(pxzip.__file__).parent), "threads": a.threads, "python": sys.version.split()[0],
-              "torch": torch.__version__, "cases": {}}
+    report = {
+        "pxzip": str(Path(pxzip.__file__).parent),
+        "threads": a.threads,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cases": {},
+    }
     for name in a.cases.split(","):
         report["cases"][name] = run_case(pxzip, name)
         print(name, report["cases"][name], flush=True)

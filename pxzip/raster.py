@@ -115,6 +115,25 @@ def trace_h(em: ExactModel, width: int) -> tuple[HProgram, dict[str, tuple[int, 
     return tr.p, tr.layout
 
 
+GEMM_LANES = 8  # lanes from which the horizontal stream's convolutions go to torch's GEMM (measured)
+
+
+def _segments(code: np.ndarray, wflat: np.ndarray) -> list:
+    """The program cut at its convolutions: runs of other instructions (int64 arrays) and, for each
+    convolution, (its instruction, its weights as a (K, Cout) tensor)."""
+    out, start = [], 0
+    for q, row in enumerate(code):
+        if row[0] in (kernels.OP_CONV_V, kernels.OP_CONV_ROW):
+            if q > start:
+                out.append(np.ascontiguousarray(code[start:q]))
+            cd, wo, kk = int(row[2]), int(row[7]), int(row[9])
+            out.append((tuple(int(v) for v in row), torch.from_numpy(wflat[wo : wo + kk * cd].reshape(kk, cd))))
+            start = q + 1
+    if start < len(code):
+        out.append(np.ascontiguousarray(code[start:]))
+    return out
+
+
 class _RowOps(NpArith):
     """One row i of the vertical stream for every lane and column, (B*W, C) arrays, as exact.RowOps."""
 
@@ -178,6 +197,11 @@ class Stepper:
         self.wflat = wflat  # (int16 or float32 copies measured no faster: the stream is not memory-bound)
         self.acc = np.zeros(max(s.cout for s in em.specs.values()))
         self.lut_lo = np.array([-LUT_RANGE[k] * em.s for k in ("tanh", "sig", "elu")], np.float64)
+        # many lanes: each conv as one torch GEMM over all lanes (BLAS beats the compiled per-lane
+        # products from about 8 lanes on), the ops between convs as compiled program segments
+        self.segments = _segments(self.code, self.wflat) if batch >= GEMM_LANES else None
+        self.t_rowbuf, self.t_vbuf = torch.from_numpy(self.rowbuf), torch.from_numpy(self.vbuf)
+        self.lanes = np.arange(batch)
         self.x_off = p.row_bufs["x"][0]
         self.i = -1
 
@@ -191,11 +215,28 @@ class Stepper:
         xrow = self.rowbuf[:, off : off + (self.r + self.w) * c].reshape(self.b, self.r + self.w, c)
         xrow[:, self.r :] = self.x[i]  # pixels of row i are set as they are decoded
 
-    def _head(self, j: int) -> np.ndarray:
+    def _run(self, code: np.ndarray, j: int) -> None:
         kernels.run_hstream(
-            self.code, j, self.r, self.regs, self.rowbuf, self.vbuf, self.wflat, self.bflat, self.mflat,
+            code, j, self.r, self.regs, self.rowbuf, self.vbuf, self.wflat, self.bflat, self.mflat,
             self.np_luts["tanh"], self.np_luts["sig"], self.np_luts["elu"], self.lut_lo, self.em.s, CLAMP, self.acc,
         )  # fmt: skip
+
+    def _head(self, j: int) -> np.ndarray:
+        if self.segments is None:
+            self._run(self.code, j)
+        else:
+            for seg in self.segments:
+                if isinstance(seg, np.ndarray):
+                    self._run(seg, j)
+                    continue
+                (op, dst, cd, a, ca, b2, _, _, bo, kk), w = seg
+                if op == kernels.OP_CONV_V:
+                    x = self.t_vbuf[:, a + j * ca : a + j * ca + kk]  # (B, K): a strided view, no copy
+                else:
+                    x = self.t_rowbuf[:, a + (self.r + j - b2) * ca : a + (self.r + j - b2) * ca + kk]
+                acc = torch.mm(x, w).numpy()  # exact: integer partial sums < 2**52
+                out = self.regs[:, dst : dst + cd]
+                kernels.finish(acc, self.bflat[:, bo : bo + cd], self.lanes, self.mflat[bo : bo + cd], CLAMP, out)
         off, c = self.prog.out
         return self.regs[:, off : off + c]
 

@@ -84,10 +84,11 @@ def _labels(em, b):
     return torch.arange(b) % (em.cfg.num_classes + 1) if em.cfg.num_classes else None
 
 
+@pytest.mark.parametrize("b", [3, raster.GEMM_LANES + 1])  # per-lane products; one GEMM per conv
 @pytest.mark.parametrize("arch,c,k,classes", NETS, ids=str)
-def test_compiled_raster_stepper_equals_torch_stepper(arch, c, k, classes):
+def test_compiled_raster_stepper_equals_torch_stepper(arch, c, k, classes, b):
     em = exact(arch, c, k, classes)
-    b, h, w = 3, 6, 7
+    h, w = 6, 7
     x = torch.randint(0, 256, (b, c, h, w), generator=torch.Generator().manual_seed(1))
     x[0] = 255
     labels = _labels(em, b)
