@@ -75,10 +75,15 @@ class ExactLayer:
         # 2**-shift exactly: math.ldexp is exact, a vectorised pow need not be on every platform
         mult = [math.ldexp(1.0, -k) for k in self.shift.tolist()]
         self.mult = torch.tensor(mult, dtype=torch.float64).view(1, -1, 1, 1)
-        # one-position matmuls (kh == 1 layers: the horizontal stream) read channels-last windows
-        # (kw, cin) flattened, so the weight matrix is (kw*cin, cout) in that order
-        self.wpos = self.w[:, :, 0].permute(2, 1, 0).reshape(-1, self.w.shape[0]).contiguous()
+        # windows read channels-last, (kh, kw, cin) flattened (the decoders' per-row and per-position
+        # products), multiply this (kh*kw*cin, cout) matrix
+        self.wwin = self.w.permute(2, 3, 1, 0).reshape(-1, self.w.shape[0]).contiguous()
         self.taps = self.w.permute(2, 3, 0, 1).contiguous()  # (kh, kw, cout, cin): one matrix per tap
+
+    @property
+    def mult_np(self) -> np.ndarray:
+        """The channel scales 2**-shift as a (cout,) float64 numpy array (the compiled kernels' form)."""
+        return self.mult.flatten().cpu().numpy()
 
     def bias(self, labels: torch.Tensor | None) -> torch.Tensor:
         """The integer bias of each lane, (B, cout) for (B,) labels, or (1, cout) where it is shared."""
@@ -130,6 +135,7 @@ class ExactModel:
         self.specs = {s.name: s for s in network.conv_specs(cfg)}
         self.s = 2**cfg.act_bits
         self.t_luts = {k: torch.from_numpy(v.astype(np.float64)) for k, v in luts.items()}
+        self.np_luts = {k: v.numpy() for k, v in self.t_luts.items()}  # the same float64 tables, for kernels
         self.check_bounds()
 
     @classmethod
@@ -248,7 +254,7 @@ class ExactModel:
     def to(self, device) -> ExactModel:
         for layer in self.layers.values():
             layer.w, layer.b, layer.mult = layer.w.to(device), layer.b.to(device), layer.mult.to(device)
-            layer.wpos, layer.taps = layer.wpos.to(device), layer.taps.to(device)
+            layer.wwin, layer.taps = layer.wwin.to(device), layer.taps.to(device)
             layer.cb = None if layer.cb is None else layer.cb.to(device)
         self.t_luts = {k: v.to(device) for k, v in self.t_luts.items()}
         return self
@@ -317,7 +323,7 @@ class IntArith:
     def _apply_at(self, name: str, window: torch.Tensor) -> torch.Tensor:
         """The same integer sum for one position: window (B, kw, Cin) channels-last -> (B, Cout, 1, 1)."""
         layer = self.em.layers[name]
-        acc = window.reshape(len(window), -1) @ layer.wpos  # exact: integer partial sums < 2**52
+        acc = window.reshape(len(window), -1) @ layer.wwin  # exact: integer partial sums < 2**52
         return self._rq((acc + self.bias[name]) * layer.mult[:, :, 0, 0])[:, :, None, None]
 
     def _lut(self, key: str, x: torch.Tensor, lo: int) -> torch.Tensor:
@@ -363,17 +369,14 @@ class NpArith:
 
     em: ExactModel
 
-    def _setup_luts(self) -> None:
-        self.np_luts = {k: v.cpu().numpy() for k, v in self.em.t_luts.items()}  # float64 copies
-
     def tanh(self, x):
         out = np.empty_like(x)
-        kernels.lut(x, self.np_luts["tanh"], -LUT_RANGE["tanh"] * self.em.s, out)
+        kernels.lut(x, self.em.np_luts["tanh"], -LUT_RANGE["tanh"] * self.em.s, out)
         return out
 
     def sig(self, x):
         out = np.empty_like(x)
-        kernels.lut(x, self.np_luts["sig"], -LUT_RANGE["sig"] * self.em.s, out)
+        kernels.lut(x, self.em.np_luts["sig"], -LUT_RANGE["sig"] * self.em.s, out)
         return out
 
     def add(self, a, b):
@@ -383,7 +386,7 @@ class NpArith:
 
     def celu(self, t):
         out = np.empty((t.shape[0], 2 * t.shape[1]))
-        kernels.celu(t, self.np_luts["elu"], -LUT_RANGE["elu"] * self.em.s, out)
+        kernels.celu(t, self.em.np_luts["elu"], -LUT_RANGE["elu"] * self.em.s, out)
         return out
 
     def relu(self, t):
@@ -394,16 +397,43 @@ class NpArith:
     def gate_tanh(self, t):
         out = np.empty((t.shape[0], t.shape[1] // 2))
         lo_t, lo_s = -LUT_RANGE["tanh"] * self.em.s, -LUT_RANGE["sig"] * self.em.s
-        kernels.gate_tanh(t, self.np_luts["tanh"], lo_t, self.np_luts["sig"], lo_s, self.em.s, CLAMP, out)
+        kernels.gate_tanh(t, self.em.np_luts["tanh"], lo_t, self.em.np_luts["sig"], lo_s, self.em.s, CLAMP, out)
         return out
 
     def gate_sig(self, t):
         out = np.empty((t.shape[0], t.shape[1] // 2))
-        kernels.gate_sig(t, self.np_luts["sig"], -LUT_RANGE["sig"] * self.em.s, self.em.s, CLAMP, out)
+        kernels.gate_sig(t, self.em.np_luts["sig"], -LUT_RANGE["sig"] * self.em.s, self.em.s, CLAMP, out)
         return out
 
     def dropout(self, t):
         return t
+
+
+class Routed:
+    """Element-wise ops routed through `self._ew(op, *inputs)`, with `op` the arithmetic of the
+    executor's next base class (IntArith: torch, NpArith: compiled): for executors whose inputs
+    need fetching or reshaping around the op (the wavefront's lagged nodes, whole tiles as rows)."""
+
+    def _ew(self, fn, *args):
+        raise NotImplementedError
+
+    def add(self, a, b):
+        return self._ew(super().add, a, b)
+
+    def celu(self, a):
+        return self._ew(super().celu, a)
+
+    def relu(self, a):
+        return self._ew(super().relu, a)
+
+    def dropout(self, a):
+        return self._ew(super().dropout, a)
+
+    def gate_tanh(self, a):
+        return self._ew(super().gate_tanh, a)
+
+    def gate_sig(self, a):
+        return self._ew(super().gate_sig, a)
 
 
 class TileOps(IntArith):
@@ -422,7 +452,7 @@ class TileOps(IntArith):
         return self._finish(name, self.em.layers[name].conv(F.pad(self.t[src], pad_for(spec)))[:, :, : self.h])
 
 
-class CompiledTileOps(NpArith, TileOps):
+class CompiledTileOps(Routed, NpArith, TileOps):
     """TileOps with NpArith's compiled element-wise ops (CPU tensors): each op one pass over the tile,
     where torch took six to eight (clamp, index, gather, add, ...). Whole tiles are (B, C*H*W) rows
     to the kernels: a channel block of a tile is contiguous, so concatenating or halving channels
@@ -430,35 +460,18 @@ class CompiledTileOps(NpArith, TileOps):
 
     def __init__(self, em: ExactModel, x: torch.Tensor, labels: torch.Tensor | None = None):
         super().__init__(em, x, labels)
-        self.np_luts = {k: v.numpy() for k, v in em.t_luts.items()}
         self.np_bias = {k: v.numpy() for k, v in self.bias.items()}  # (B or 1, cout)
-        self.np_mult = {k: layer.mult.flatten().numpy() for k, layer in em.layers.items()}
 
     def _finish(self, name, acc):
         out = np.empty(acc.shape)
-        kernels.finish_nchw(acc.numpy(), self.np_bias[name], self.np_mult[name], CLAMP, out)
+        kernels.finish_nchw(acc.numpy(), self.np_bias[name], self.em.layers[name].mult_np, CLAMP, out)
         return torch.from_numpy(out)
 
-    def _flat(self, fn, *ts):
+    def _ew(self, fn, *ts):
         """Apply an NpArith op to tiles (B, C, H, W) as rows (B, C*H*W); back to (B, C', H, W)."""
         t0 = ts[0]
         out = fn(*(t.contiguous().numpy().reshape(len(t0), -1) for t in ts))
         return torch.from_numpy(out).view(len(t0), -1, *t0.shape[2:])
-
-    def add(self, a, b):
-        return self._flat(super().add, a, b)
-
-    def celu(self, t):
-        return self._flat(super().celu, t)
-
-    def relu(self, t):
-        return self._flat(super().relu, t)
-
-    def gate_tanh(self, t):
-        return self._flat(super().gate_tanh, t)
-
-    def gate_sig(self, t):
-        return self._flat(super().gate_sig, t)
 
 
 class RowOps(IntArith):

@@ -138,7 +138,7 @@ class _RowOps(NpArith):
     """One row i of the vertical stream for every lane and column, (B*W, C) arrays, as exact.RowOps."""
 
     def __init__(self, st: Stepper, i: int):
-        self.st, self.em, self.np_luts, self.i = st, st.em, st.np_luts, i
+        self.st, self.em, self.i = st, st.em, i
 
     def put(self, name, t):
         st = self.st
@@ -154,7 +154,9 @@ class _RowOps(NpArith):
         win = np.empty((st.b * st.w, spec.kh * spec.kw * spec.cin))
         kernels.gather_rows(data, self.i, spec.top, spec.left, spec.kh, spec.kw, win)
         acc = np.empty((len(win), spec.cout))
-        torch.mm(torch.from_numpy(win), st.wmat[name], out=torch.from_numpy(acc))  # exact: partial sums < 2**52
+        torch.mm(
+            torch.from_numpy(win), self.em.layers[name].wwin, out=torch.from_numpy(acc)
+        )  # exact: partial sums < 2**52
         kernels.finish(acc, st.bias[name], st.row_lane, st.mult[name], CLAMP, acc)
         return acc
 
@@ -168,12 +170,9 @@ class Stepper:
     def __init__(self, em: ExactModel, batch: int, height: int, width: int, labels: torch.Tensor | None = None):
         cfg = em.cfg
         self.em, self.b, self.h, self.w, self.r = em, batch, height, width, cfg.kernel_size // 2
-        self.np_luts = {k: v.cpu().numpy() for k, v in em.t_luts.items()}
         bias = {k: v.cpu().numpy().astype(np.float64) for k, v in em.lane_biases(labels, batch).items()}
         self.bias = bias  # (B or 1, cout) per layer
-        self.mult = {k: layer.mult.flatten().cpu().numpy() for k, layer in em.layers.items()}
-        self.wmat = {s.name: em.layers[s.name].w.permute(2, 3, 1, 0).reshape(-1, s.cout).contiguous().cpu()
-                     for s in em.specs.values()}  # fmt: skip
+        self.mult = {k: layer.mult_np for k, layer in em.layers.items()}
         self.row_lane = np.arange(batch * width) // width  # lane of each (lane, column) row of a row op
         # the input, channels last: rows (H, B, W, C+1), the "inside the image" channel 255
         self.x = np.zeros((height, batch, width, cfg.in_channels + 1))
@@ -185,15 +184,15 @@ class Stepper:
         self.regs = np.zeros((batch, p.regs))
         self.rowbuf = np.zeros((batch, sum((self.r + width) * c for _, c in p.row_bufs.values())))
         self.vbuf = np.zeros((batch, sum(width * c for _, c in p.v_bufs.values())))
-        wflat = np.zeros(sum(em.layers[n].wpos.numel() for n in p.convs))
+        wflat = np.zeros(sum(em.layers[n].wwin.numel() for n in p.convs))
         nb = sum(em.specs[n].cout for n in p.convs)
         self.bflat, self.mflat = np.zeros((batch, nb)), np.zeros(nb)
         for n in p.convs:
             wo, bo = layout[n]
-            wpos = em.layers[n].wpos.cpu().numpy()  # (kw*cin, cout), windows channels last
-            wflat[wo : wo + wpos.size] = wpos.reshape(-1)
-            self.bflat[:, bo : bo + wpos.shape[1]] = bias[n]
-            self.mflat[bo : bo + wpos.shape[1]] = self.mult[n]
+            wwin = em.layers[n].wwin.cpu().numpy()  # (kw*cin, cout), windows channels last
+            wflat[wo : wo + wwin.size] = wwin.reshape(-1)
+            self.bflat[:, bo : bo + wwin.shape[1]] = bias[n]
+            self.mflat[bo : bo + wwin.shape[1]] = self.mult[n]
         self.wflat = wflat  # (int16 or float32 copies measured no faster: the stream is not memory-bound)
         self.acc = np.zeros(max(s.cout for s in em.specs.values()))
         self.lut_lo = np.array([-LUT_RANGE[k] * em.s for k in ("tanh", "sig", "elu")], np.float64)
@@ -216,9 +215,10 @@ class Stepper:
         xrow[:, self.r :] = self.x[i]  # pixels of row i are set as they are decoded
 
     def _run(self, code: np.ndarray, j: int) -> None:
+        luts = self.em.np_luts
         kernels.run_hstream(
             code, j, self.r, self.regs, self.rowbuf, self.vbuf, self.wflat, self.bflat, self.mflat,
-            self.np_luts["tanh"], self.np_luts["sig"], self.np_luts["elu"], self.lut_lo, self.em.s, CLAMP, self.acc,
+            luts["tanh"], luts["sig"], luts["elu"], self.lut_lo, self.em.s, CLAMP, self.acc,
         )  # fmt: skip
 
     def _head(self, j: int) -> np.ndarray:

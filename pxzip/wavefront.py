@@ -30,7 +30,7 @@ import torch
 
 from pxzip import kernels, network
 from pxzip.config import ModelConfig
-from pxzip.exact import CLAMP, ExactModel, IntArith, NpArith, exact_mode
+from pxzip.exact import CLAMP, ExactModel, IntArith, NpArith, Routed, exact_mode
 
 
 def rows_at(t: int, height: int, width: int, lag: int) -> range:
@@ -169,33 +169,7 @@ class _Rings:
         return self.data.index_select(0, flat.reshape(-1)).view(*flat.shape, -1)
 
 
-class _Lagged:
-    """Element-wise ops of a wavefront step: each evaluated at the smallest lag of its inputs (`_ew`),
-    with the arithmetic of the executor's other base (IntArith: torch, NpArith: compiled)."""
-
-    def _ew(self, fn, *ks):
-        raise NotImplementedError
-
-    def add(self, a, b):
-        return self._ew(super().add, a, b)
-
-    def celu(self, a):
-        return self._ew(super().celu, a)
-
-    def relu(self, a):
-        return self._ew(super().relu, a)
-
-    def dropout(self, a):
-        return self._ew(super().dropout, a)
-
-    def gate_tanh(self, a):
-        return self._ew(super().gate_tanh, a)
-
-    def gate_sig(self, a):
-        return self._ew(super().gate_sig, a)
-
-
-class _VOps(_Lagged, IntArith):
+class _VOps(Routed, IntArith):
     """One wavefront step of the vertical stream: every node of every computed lane at its lagged column."""
 
     def __init__(self, ws: TorchWaveStepper):
@@ -224,7 +198,7 @@ class _VOps(_Lagged, IntArith):
         k = ws.plan.names[src]
         lag = ws.plan.node_lag(k) - (spec.kw - 1 - spec.left)
         window = ws.rings[k].read(ws.read_index(lag, spec.top, spec.left, spec.kh, spec.kw))  # (A, kh, kw, C)
-        acc = window.reshape(len(window), -1) @ ws.wmat[name]  # exact: integer partial sums < 2**52
+        acc = window.reshape(len(window), -1) @ self.em.layers[name].wwin  # exact: integer partial sums < 2**52
         return self._emit(self._rq((acc + self.bias[name]) * self.em.layers[name].mult[:, :, 0, 0]))
 
     def _ew(self, fn, *ks):
@@ -283,8 +257,6 @@ class TorchWaveStepper:
         self.hrings: dict[str, _Rings] = {}
         lab = None if labels is None else labels.to(device)
         self.tile_bias = em.lane_biases(lab, tiles)  # (tiles or 1, cout)
-        # the vertical stream's weights as (kh*kw*Cin, Cout) matrices, for windows read channels-last
-        self.wmat = {n: em.layers[n].w.permute(2, 3, 1, 0).reshape(-1, em.specs[n].cout).contiguous() for n in p.convs}
         self.tile_of = torch.arange(self.lanes, device=device) // self.slots  # (L,)
         self.slot_of = torch.arange(self.lanes, device=device) % self.slots
         self.t = self.start - 1
@@ -357,12 +329,12 @@ class TorchWaveStepper:
 # -- the compiled engine (CPU) --------------------------------------------------------------------
 
 
-class _CVOps(_Lagged, NpArith):
+class _CVOps(Routed, NpArith):
     """`_VOps` on numpy arrays with compiled kernels: one gather, one GEMM and one requantisation per
     convolution, one kernel per element-wise op, instead of a dozen torch ops each."""
 
     def __init__(self, ws: WaveStepper):
-        self.ws, self.em, self.np_luts, self.k = ws, ws.em, ws.np_luts, 0
+        self.ws, self.em, self.k = ws, ws.em, 0
         self.fresh: dict[int, np.ndarray] = {}  # node -> (A, C) values computed in this step
 
     def _emit(self, value: np.ndarray) -> int:
@@ -390,13 +362,14 @@ class _CVOps(_Lagged, NpArith):
         spec, ws = self.em.specs[name], self.ws
         k = ws.plan.names[src]
         lag = ws.plan.node_lag(k) - (spec.kw - 1 - spec.left)
-        win = np.empty((ws.a, ws.wmat[name].shape[0]))  # (A, kh*kw*Cin) channels-last windows
+        layer = self.em.layers[name]
+        win = np.empty((ws.a, layer.wwin.shape[0]))  # (A, kh*kw*Cin) channels-last windows
         kernels.gather(
             ws.rings[k], ws.cols, ws.slots, ws.h, ws.w, ws.row, ws.front, ws.tile, ws.a,
             lag, spec.top, spec.left, spec.kh, spec.kw, win,
         )  # fmt: skip
         acc = np.empty((ws.a, spec.cout))
-        torch.mm(torch.from_numpy(win), ws.wmat[name], out=torch.from_numpy(acc))  # exact: partial sums < 2**52
+        torch.mm(torch.from_numpy(win), layer.wwin, out=torch.from_numpy(acc))  # exact: partial sums < 2**52
         kernels.finish(acc, ws.bias[name], ws.tile, ws.mult[name], CLAMP, acc)
         return self._emit(acc)
 
@@ -409,7 +382,7 @@ class _CHOps(NpArith):
     """`_HOps` on numpy arrays with compiled kernels: the horizontal stream at the coded pixels (N, C)."""
 
     def __init__(self, ws: WaveStepper):
-        self.ws, self.em, self.np_luts = ws, ws.em, ws.np_luts
+        self.ws, self.em = ws, ws.em
 
     def put(self, name, t):
         ws = self.ws
@@ -430,7 +403,7 @@ class _CHOps(NpArith):
         win = np.empty((len(ws.px_lane), kw * data.shape[1]))
         kernels.gather_row(data, cols, ws.px_lane, ws.px_col, left, kw, win)
         acc = np.empty((len(win), spec.cout))
-        torch.mm(torch.from_numpy(win), ws.wpos[name], out=torch.from_numpy(acc))
+        torch.mm(torch.from_numpy(win), self.em.layers[name].wwin, out=torch.from_numpy(acc))
         kernels.finish(acc, ws.bias[name], ws.px_tile, ws.mult[name], CLAMP, acc)
         return acc
 
@@ -460,10 +433,7 @@ class WaveStepper:
         self.hrings: dict[str, np.ndarray] = {}
         bias = em.lane_biases(labels, tiles)
         self.bias = {k: b.cpu().numpy().astype(np.float64) for k, b in bias.items()}  # (tiles or 1, cout)
-        self.mult = {k: layer.mult.flatten().cpu().numpy() for k, layer in em.layers.items()}
-        self.wmat = {n: em.layers[n].w.permute(2, 3, 1, 0).reshape(-1, em.specs[n].cout).contiguous() for n in p.convs}
-        self.wpos = {n: layer.wpos.cpu() for n, layer in em.layers.items() if n not in self.wmat}
-        self.np_luts = {k: v.cpu().numpy() for k, v in em.t_luts.items()}
+        self.mult = {k: layer.mult_np for k, layer in em.layers.items()}
         self.lane, self.row, self.front, self.tile = (np.zeros(self.lanes, np.int64) for _ in range(4))
         self.a = 0
         self.t = self.start - 1
