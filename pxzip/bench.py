@@ -33,12 +33,15 @@ JSON schema (``--json FILE``; every rate in bits/dim; ``null`` where undefined):
         "name", "height", "width", "channels", "model", "dims",  # dims = H * W * C
         "nll_bpd", "ideal_bpd", "payload_bpd", "file_bpd",  # null where encoding failed
         "payload_bytes", "file_bytes", "exact",
+        "fallback",  # a fallback coder took a plane (format 6): the payload holds the network's planes only
         "label",  # the class label the file was coded with (null: none)
         "nll_no_label_bpd", "nll_true_label_bpd"  # conditional models with label "auto", else null
       },
       "label": null | "auto",
       "order": "auto" | "wavefront" | "raster",  # the coding order asked for (`codec.compress`)
       "adapt": true | false,              # head offsets fitted per unit (format 5; `codec.compress`)
+      "fallback": true | false,           # fallback plane coders tried (format 6; `codec.compress`)
+      "fallback_files": files where a fallback coder took a plane (their payload is the network's planes only),
       "label_rates": null | {"nll_no_label", "nll_true_label": {"mean", "pooled", "n"}, "labelled_files"},
       "rates": {stage: {"mean", "pooled"}}  for stage in nll, ideal, payload, file,
       "overheads": {name: {"mean_bpd", "mean_pct", "pooled_bpd", "pooled_pct"}} with
@@ -326,6 +329,7 @@ def _measure(
     label: str | None = None,
     order: str = "auto",
     adapt: bool = True,
+    fallback: bool = True,
 ) -> dict:
     """Encode, decode, compare and float-NLL one chunk of items (models[i] codes items[i]).
 
@@ -347,7 +351,7 @@ def _measure(
         trace: list[np.ndarray] = []
         try:
             blobs[i] = codec.compress(
-                it.pixels, models[i], tile=tile, trace=trace, label=label, order=order, adapt=adapt
+                it.pixels, models[i], tile=tile, trace=trace, label=label, order=order, adapt=adapt, fallback=fallback
             )
         except Exception as e:  # counted and reported, never hidden
             errors.append({"index": i, "name": it.name, "stage": "encode", "error": f"{type(e).__name__}: {e}"})
@@ -404,6 +408,7 @@ def _measure(
         "nll_no_label": no_label,
         "nll_true_label": true_label,
         "file_bytes": np.array([len(b) if b is not None else 0 for b in blobs], np.int64),
+        "fallback": np.array([b is not None and bool(container.unpack(b)[0].coders) for b in blobs]),
         "ok": np.array([b is not None for b in blobs]),
         "payload_bytes": payload_bytes,
         "ideal": ideal,
@@ -430,13 +435,14 @@ def _measure_in_worker(
     label: str | None,
     order: str = "auto",
     adapt: bool = True,
+    fallback: bool = True,
 ) -> dict:
     """Worker-process side of --jobs: models loaded once per process (from their files, hash-checked)."""
     torch.set_num_threads(threads)
     for p in set(model_paths):
         if p not in _WORKER_MODELS:
             _WORKER_MODELS[p] = zoo.load_model(Path(p))
-    return _measure(items, [_WORKER_MODELS[p] for p in model_paths], tile, batch, label, order, adapt)
+    return _measure(items, [_WORKER_MODELS[p] for p in model_paths], tile, batch, label, order, adapt, fallback)
 
 
 def _chunks(n: int, size: int) -> list[range]:
@@ -457,6 +463,7 @@ def run(
     label: str | None = None,
     order: str = "auto",
     adapt: bool = True,
+    fallback: bool = True,
 ) -> dict:
     """Benchmark items; returns the report (the JSON schema in the module docstring).
 
@@ -468,6 +475,7 @@ def run(
     with the dataset's own label.
     order: the coding order of every file (`codec.compress`).
     adapt: head offsets fitted per unit (`codec.compress`); the float NLL is the model's without.
+    fallback: fallback plane coders tried per plane (`codec.compress`); the ideal bits stay the network's.
     """
     if label not in (None, "auto"):
         raise UsageError(f"bench label must be None or 'auto', not {label!r}")
@@ -500,7 +508,7 @@ def run(
         if jobs == 1:
             for ch in chunks:
                 chunk = [items[i] for i in ch]
-                parts.append(_measure(chunk, [per_item[i] for i in ch], tile, batch, label, order, adapt))
+                parts.append(_measure(chunk, [per_item[i] for i in ch], tile, batch, label, order, adapt, fallback))
                 bar.update(len(ch))
         else:
             import multiprocessing
@@ -521,6 +529,7 @@ def run(
                         label,
                         order,
                         adapt,
+                        fallback,
                     )
                     for ch in chunks
                 ]
@@ -597,6 +606,7 @@ def run(
             "payload_bytes": [int(b) if good else None for b, good in zip(payload_bytes, ok)],
             "file_bytes": [int(b) if good else None for b, good in zip(file_bytes, ok)],
             "exact": [bool(e) for e in exact],
+            "fallback": [bool(f) for f in cat("fallback")],
             "label": [int(lab) if lab >= 0 else None for lab in labels_used],
             "nll_no_label_bpd": [float(b / d) if np.isfinite(b) else None for b, d in zip(no_label, dims)],
             "nll_true_label_bpd": [float(b / d) if np.isfinite(b) else None for b, d in zip(true_label, dims)],
@@ -604,6 +614,8 @@ def run(
         "label": label,
         "order": order,
         "adapt": adapt,
+        "fallback": fallback,
+        "fallback_files": int(cat("fallback")[ok].sum()),
         "label_rates": label_rates,
         "rates": rates,
         "overheads": _overheads(rates),
@@ -678,6 +690,8 @@ def format_report(r: dict) -> str:
         lines.append(f"{label:<26} {_f(rates[stage]['mean']):>8} {_f(rates[stage]['pooled']):>8}{extra}")
     t = ov["total"]
     lines.append(f"{'total: file vs NLL':<26} {'':>8} {'':>8}   {_signed(t['mean_bpd'], t['mean_pct'])}")
+    if r.get("fallback_files"):
+        lines.append(f"fallback coders (format 6) took a plane in {r['fallback_files']}/{r['n']} files")
     lr = r.get("label_rates")
     if lr:
         chose = f"{lr['labelled_files']}/{r['n']} files chose a label"

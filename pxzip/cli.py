@@ -258,6 +258,9 @@ def _in_worker(work, pairs, opts, grouped: bool):
 def _expand(inputs: tuple[str, ...], recursive: bool, suffix: str | None) -> tuple[str, ...]:
     """With -r, folders become the files under them: images (suffix None) or *.pxz."""
     if not recursive:
+        folder = next((p for p in inputs if p != "-" and Path(p).is_dir()), None)
+        if folder is not None:
+            raise UsageError(f"{folder} is a folder: use -r to code every file under it")
         return inputs
     from pxzip import data
 
@@ -427,6 +430,13 @@ def cli() -> None:
     help="fit head offsets to each unit of at least 16,384 pixels and store them where they pay "
     "(format 5); --no-adapt writes files that pxzip before format 5 reads",
 )
+@click.option(
+    "--fallback/--no-fallback",
+    default=True,
+    help="also code each plane by context mixing and by its PNG deflate stream and keep the smallest "
+    "(format 6 where a fallback wins: no image costs more than its PNG plus a few bytes); "
+    "--no-fallback writes files that pxzip before format 6 reads",
+)
 @click.option("-f", "--force", is_flag=True, help="overwrite existing outputs")
 @click.option("--verify", is_flag=True, help="decode after encoding and fail (writing nothing) on any difference")
 @click.option("-q", "--quiet", is_flag=True, help="no per-file summary")
@@ -440,7 +450,21 @@ def cli() -> None:
     help="class-conditional models: code with class label N, or 'auto': try every label, keep the shortest",
 )
 def compress(
-    inputs, output, model_names, tile, order, adapt, force, verify, quiet, recursive, jobs, progress, strip, label
+    inputs,
+    output,
+    model_names,
+    tile,
+    order,
+    adapt,
+    fallback,
+    force,
+    verify,
+    quiet,
+    recursive,
+    jobs,
+    progress,
+    strip,
+    label,
 ) -> None:
     """Compress images (PNG, BMP, TIFF, ...; '-' = stdin) to .pxz files.
 
@@ -450,7 +474,7 @@ def compress(
     _models(model_names)  # fail early on a bad --model
     inputs = _expand(inputs, recursive, None)
     opts = {"models": model_names, "tile": tile, "order": order, "adapt": adapt, "force": force, "verify": verify}
-    opts["progress"] = progress
+    opts["progress"], opts["fallback"] = progress, fallback
     opts["keep_metadata"] = not strip
     opts["label"] = label
     _run_each(inputs, _outputs(inputs, output, ".pxz"), _compress_one, quiet, force, jobs, opts)
@@ -475,7 +499,15 @@ def _compress_one(inp: str, out: str, opts: dict) -> dict:
             keep = opts["keep_metadata"]
             tile, order, label, adapt = opts["tile"], opts["order"], opts["label"], opts["adapt"]
             data = codec.compress(
-                img, models, tile=tile, progress=progress, keep_metadata=keep, label=label, order=order, adapt=adapt
+                img,
+                models,
+                tile=tile,
+                progress=progress,
+                keep_metadata=keep,
+                label=label,
+                order=order,
+                adapt=adapt,
+                fallback=opts["fallback"],
             )
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -584,7 +616,13 @@ def _write_image(inp, out, img, data: bytes, header, fmt: str, kw: dict, force: 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
-def info(inputs) -> None:
+@click.option(
+    "--verify/--no-verify",
+    default=False,
+    help="Also decode each file and check its checksum (exit codes as for decompress). Without it only "
+    "the header is read: a damaged or truncated payload is not noticed, and the line says 'not verified'.",
+)
+def info(inputs, verify: bool) -> None:
     """Show the header of .pxz files: format, model, size, mode, payload, bits/dim."""
 
     names: dict[bytes, str] | None = None
@@ -597,7 +635,17 @@ def info(inputs) -> None:
         dims = h.width * h.height * MODE_CHANNELS[h.mode]
         if names is None:
             names = _model_names()
-        ids = ", ".join(f"{names[i]} ({i.hex()})" if i in names else f"{i.hex()} (not installed)" for i in h.model_ids)
+        used = container.used_slots(h)
+        ids = (
+            ", ".join(
+                f"{names[i]} ({i.hex()})" if i in names else f"{i.hex()} (not installed)"
+                for k, i in zip(container.model_slots(h.mode, h.palette_as_rgb), h.model_ids)
+                if k in used
+            )
+            or "none"
+        )
+        if verify:
+            codec.decompress(data)  # raises (FormatError, ChecksumError, ...) exactly as decompress does
         tile = f"{1 << h.tile_log2}x{1 << h.tile_log2}" if h.tile_log2 else "none"
         click.echo(
             f"{inp}: pxz format {version}, {h.width}x{h.height} {h.mode}, models {ids}, tiles {tile}, "
@@ -606,11 +654,22 @@ def info(inputs) -> None:
             + (f", order {'wavefront' if h.wavefront else 'raster'}")
             + (f", head offsets in {sum(map(bool, h.offsets))} of {len(h.offsets)} units" if h.offsets else "")
             + "".join(f", {metadata.LABELS[k]} {len(v)} B" for k, v in h.metadata)
+            + (f", planes {' + '.join(_plane_coder(c) for c in h.coders)}" if h.coders else "")
+            + (", verified" if verify else ", not verified (--verify decodes it)")
         )
         return ""
 
     # info writes no file: no output to check against the inputs (it used to refuse every real file)
     _run_each(inputs, [None] * len(inputs), work, quiet=True)
+
+
+def _plane_coder(c: container.PlaneCode) -> str:
+    """How a format-6 plane is stored, for `info`."""
+    if c.method == container.CMIX:
+        return f"context mixing ({c.param} bit{'s' if c.param > 1 else ''} per symbol, {len(c.data)} B)"
+    if c.method == container.DEFLATE:
+        return f"deflate ({c.param}-bit PNG rows, {len(c.data)} B)"
+    return "network"
 
 
 @cli.command(name="models")
@@ -637,7 +696,12 @@ def list_models() -> None:
 
 @cli.command()
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--data-dir", type=click.Path(file_okay=False), help="CIFAR-10 folder [default: shared data]")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    help="CIFAR-10 folder [default: $PXZIP_DATA/cifar10, else ../shared/data/cifar10 or ./shared/data/cifar10 "
+    "from the current folder, else ./data/cifar10]",
+)
 @click.option("--download", is_flag=True, help="download CIFAR-10 into --data-dir first (md5-checked)")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", help="CIFAR-10 split")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="only the first N images")
@@ -649,6 +713,7 @@ def list_models() -> None:
 @click.option("--tile", type=int, default=None, help="tile side, as for compress")
 @click.option("--order", type=click.Choice(codec.ORDERS), default="auto", help="symbol order, as for compress")
 @click.option("--adapt/--no-adapt", default=True, help="head offsets, as for compress")
+@click.option("--fallback/--no-fallback", default=True, help="fallback plane coders, as for compress")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads [default: torch's choice]")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, help="worker processes, one thread each")
 @click.option(
@@ -671,6 +736,7 @@ def bench(
     tile,
     order,
     adapt,
+    fallback,
     threads,
     jobs,
     label,
@@ -711,6 +777,7 @@ def bench(
         label=label,
         order=order,
         adapt=adapt,
+        fallback=fallback,
     )
     click.echo(B.format_report(report))
     if json_path:  # temp file + rename: never a partial report

@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from pxzip import adapt as head_offsets
-from pxzip import container, metadata, network, planes, tables, wavefront, zoo
+from pxzip import container, fallback, metadata, network, planes, tables, wavefront, zoo
 from pxzip.errors import ChecksumError, FormatError, UsageError
 
 MAX_LANES = container.UNIT_TILES  # tiles per unit: bounds the decoder's memory for huge images
@@ -426,6 +426,7 @@ def compress(
     label: int | str | None = None,
     order: str = "auto",
     adapt: bool = True,
+    fallback: bool = True,
 ) -> bytes:
     """Losslessly compress an image (PIL image or uint8 numpy array) to .pxz bytes.
 
@@ -445,6 +446,11 @@ def compress(
     adapt: fit head offsets to every unit of at least head_offsets.MIN_FIT_PIXELS pixels and store them
     (format 5) where they save more than they cost; False writes files that pxzip before format 5
     reads.
+    fallback: also code every plane with the fallback coders (pxzip/fallback.py: context mixing, and
+    the plane's PNG deflate stream) and keep, per plane, whichever is smallest (format 6 when a
+    fallback wins): no image costs more than its planes' PNGs plus a few header bytes. False: the
+    network only (files pxzip before format 6 reads). trace covers the network's coding of every plane,
+    also of those a fallback then took (so ideal_bits(trace) is the network's own code length).
     """
     if label == "auto":
         return _compress_auto(
@@ -456,6 +462,7 @@ def compress(
             keep_metadata=keep_metadata,
             order=order,
             adapt=adapt,
+            fallback=fallback,
         )
     img = planes.to_image(image)
     split = planes.split(img)
@@ -482,14 +489,56 @@ def compress(
     )
     enc = constriction.stream.queue.RangeEncoder()
     step = _counter(progress, h * w * len(split.planes))
-    offsets = []
-    for unit in units_for(h, w, tile_log2, len(split.planes), wave):
-        plane = _gather(split.planes[unit.plane], unit)
-        offsets.append(encode_unit(enc, models[split.kinds[unit.plane]], plane, trace, step, label, wave, adapt))
+    offsets: list[tuple[int, ...]] = []
+    coders: list[container.PlaneCode] = []
+    units = units_for(h, w, tile_log2, len(split.planes), wave)
+    for p, plane in enumerate(split.planes):
+        before, first = enc.clone(), len(offsets)
+        for unit in (u for u in units if u.plane == p):
+            tiles = _gather(plane, unit)
+            offsets.append(encode_unit(enc, models[split.kinds[p]], tiles, trace, step, label, wave, adapt))
+        best = _fallback_for(split, p) if fallback else None
+        # the network's cost of this plane: its share of the stream and of the offsets section
+        cost = _stream_size(enc) - _stream_size(before)
+        cost += sum(len(container.offset_record(r)) - 1 for r in offsets[first:])
+        if best is not None and len(container.coders_section((best,))) < cost:
+            enc = before  # the plane leaves the stream: the fallback's bytes code it instead
+            offsets[first:] = [()] * (len(offsets) - first)
+            coders.append(best)
+        else:
+            coders.append(container.PlaneCode(container.NETWORK))
+    if any(c.method != container.NETWORK for c in coders):
+        header = _with_coders(header, split, tuple(coders))
+        if header.label is not None and not _classes(models[k] for k in container.used_slots(header)):
+            header = dataclasses.replace(header, label=None)  # no network plane left to take the label
     # the header holds the offsets, and the checksum covers the header: both are known only now
     header = dataclasses.replace(header, offsets=tuple(offsets) if any(offsets) else ())
     header = dataclasses.replace(header, crc32=container.checksum(header, container.pixel_crc(split.pixels, extra)))
     return container.pack(header, container.words_to_bytes(enc.get_compressed()))
+
+
+def _stream_size(enc) -> int:
+    """Bytes the range coder's stream would take in a file now (the encoder goes on)."""
+    return len(container.words_to_bytes(enc.get_compressed()))
+
+
+def _fallback_for(split: planes.Split, p: int) -> container.PlaneCode | None:
+    """The cheapest fallback coding of plane p (a palette image's fallback codes its indices)."""
+    if split.mode == "P":
+        return fallback.candidates(split.pixels[:, :, None], "P", split.palette or b"")[0]
+    return fallback.candidates(fallback.symbols_of(split.planes[p], split.mode), split.mode)[0]
+
+
+def _with_coders(header: container.Header, split: planes.Split, coders) -> container.Header:
+    """The header for planes stored by `coders` (format 6): slots no network plane uses hold no model,
+    and a palette image whose indices a fallback codes is no longer coded as RGB."""
+    header = dataclasses.replace(header, coders=coders, palette_as_rgb=header.palette_as_rgb and coders[0].method == 0)
+    used = container.used_slots(header)
+    slots = container.model_slots(header.mode, header.palette_as_rgb)
+    ids = dict(zip(container.model_slots(split.mode, split.palette_as_rgb), header.model_ids))
+    return dataclasses.replace(
+        header, model_ids=tuple(ids.get(k, b"") if k in used else container.NO_MODEL for k in slots)
+    )
 
 
 def _check_label(label, models) -> int | None:
@@ -552,8 +601,9 @@ class _Stream:
     decoder: object
     models: dict[str, zoo.Model]
     kinds: list[str]
-    units: list[Unit]
+    units: list[Unit]  # the units the network decodes (format 6: not those of fallback planes)
     planes: list[np.ndarray]
+    records: list[tuple[int, ...]]  # head offsets of each of `units`, () for none
     next: int = 0  # index of the next unit to decode
 
 
@@ -578,7 +628,8 @@ def _open(data: bytes, given: list[zoo.Model]) -> _Stream:
     if header.tile_log2 == 0 and max(header.width, header.height) > MAX_SINGLE_TILE:
         raise FormatError(f"declared size {header.width}x{header.height} is too large for a single tile")
     slots = container.model_slots(header.mode, header.palette_as_rgb)
-    models = {kind: zoo.find_by_id(mid, given) for kind, mid in zip(slots, header.model_ids)}
+    used = container.used_slots(header)  # format 6: a slot whose planes a fallback coder holds needs no model
+    models = {kind: zoo.find_by_id(mid, given) for kind, mid in zip(slots, header.model_ids) if kind in used}
     for kind, m in models.items():
         if m.kind != kind:
             raise FormatError(f"model {m.name} codes {m.kind} planes, but this file needs a {kind} model")
@@ -589,16 +640,22 @@ def _open(data: bytes, given: list[zoo.Model]) -> _Stream:
         if header.label >= classes:
             raise FormatError(f"corrupt pxz file: class label {header.label} unknown to the model")
     kinds = planes.plane_kinds(header.mode, header.palette_as_rgb)
-    shapes = [(header.height, header.width, models[k].cfg.in_channels) for k in kinds]
+    shapes = [(header.height, header.width, 3 if k == "rgb" else 1) for k in kinds]
+    coders = header.coders or tuple(container.PlaneCode(container.NETWORK) for _ in kinds)
     units = units_for(header.height, header.width, header.tile_log2, len(kinds), header.wavefront)
-    if header.offsets:  # container.unpack checked their count against the image's units
-        for u, rec in zip(units, header.offsets):
-            p = models[kinds[u.plane]].exact.cfg.num_params_out
-            if rec and len(rec) != 2 * p:
-                n = len(rec)
-                raise FormatError(f"corrupt pxz file: {n} head offsets for a model with {p} head outputs (2P expected)")
+    records = list(header.offsets) if header.offsets else [()] * len(units)
+    for u, rec in zip(units, records):  # container.unpack checked their count against the image's units
+        p = models[kinds[u.plane]].exact.cfg.num_params_out if rec else 0
+        if rec and len(rec) != 2 * p:
+            n = len(rec)
+            raise FormatError(f"corrupt pxz file: {n} head offsets for a model with {p} head outputs (2P expected)")
+    out = [np.zeros(s, np.uint8) for s in shapes]
+    for p, c in enumerate(coders):  # fallback planes decode now; the network's units go in lockstep batches
+        if c.method != container.NETWORK:
+            out[p] = fallback.plane_of(fallback.decode(c, shapes[p]), header.mode)
+    network_units = [(u, r) for u, r in zip(units, records) if coders[u.plane].method == container.NETWORK]
     decoder = constriction.stream.queue.RangeDecoder(container.bytes_to_words(payload))
-    return _Stream(header, decoder, models, kinds, units, [np.zeros(s, np.uint8) for s in shapes])
+    return _Stream(header, decoder, models, kinds, [u for u, _ in network_units], out, [r for _, r in network_units])
 
 
 def _finish(s: _Stream) -> np.ndarray:
@@ -660,7 +717,7 @@ def _decode_batch(batch: list[_Stream], shape: tuple[int, int], progress: Progre
     try:
         parts = [(s.decoder, len(u.origins)) for s, u in zip(batch, units)]
         labels = [s.header.label for s in batch]
-        offsets = [s.header.offsets[s.next] if s.header.offsets else () for s in batch]
+        offsets = [s.records[s.next] for s in batch]
         tiles = decode_units(model, shape, parts, progress, labels, batch[0].header.wavefront, offsets)
     except BaseException as e:
         # constriction reports bad input with ValueError or AssertionError ("Tried to decode from compressed

@@ -11,11 +11,12 @@ import numpy as np
 from pxzip.errors import FormatError
 
 MAGIC = b"\x89X"
-FORMAT_VERSION = 5  # the newest version this reader reads; files are written in the oldest version that holds them
+FORMAT_VERSION = 6  # the newest version this reader reads; files are written in the oldest version that holds them
 METADATA_VERSION = 2  # the first version with a metadata section
 LABEL_VERSION = 3  # the first version with a class label (for class-conditional models)
 WAVEFRONT_VERSION = 4  # the first version whose tiles are coded in wavefront order (pxzip/wavefront.py)
 OFFSETS_VERSION = 5  # the first version with per-unit head offsets (pxzip/adapt.py)
+CODERS_VERSION = 6  # the first version where a plane may be coded by a fallback coder (pxzip/fallback.py)
 
 # Metadata kept beside the pixels (format 2): key -> code byte, written in code order.
 # "text" is the PNG text chunks as a UTF-8 JSON object {keyword: text} with sorted keys.
@@ -72,6 +73,39 @@ PLANES = {"L": 1, "LA": 2, "RGB": 1, "RGBA": 2, "P": 1, "1": 1}  # coded planes 
 _MAX_VARINT_BYTES = 5
 
 
+# Plane coders (format 6): how each plane is stored
+NETWORK = 0  # the plane's units are in the range coder's payload (formats 1 to 5: every plane)
+CMIX = 1  # pxzip.cmix's context mixing of the plane's symbols; param: bits per symbol 1..8
+DEFLATE = 2  # the plane's PNG rows (filter byte + packed row) in a zlib stream; param: PNG bit depth
+METHODS = {NETWORK: "network", CMIX: "context mixing", DEFLATE: "deflate"}
+PNG_DEPTHS = (1, 2, 4, 8)
+NO_MODEL = b"\0\0"  # the model id of a slot no plane of the file is coded with (format 6)
+
+
+@dataclass(frozen=True)
+class PlaneCode:
+    """How one plane is stored (a format-6 plane-coders entry): method, its parameter, its bytes."""
+
+    method: int  # NETWORK, CMIX or DEFLATE
+    param: int = 0  # CMIX: bits per symbol 1..8; DEFLATE: PNG bit depth (PNG_DEPTHS); NETWORK: 0
+    data: bytes = b""  # the coded plane (NETWORK: empty, its symbols are in the payload)
+
+
+def plane_slots(mode: str, palette_as_rgb: bool = False) -> tuple[str, ...]:
+    """The model kind ("rgb"/"gray") of each coded plane of ``mode``, in coding order (planes.plane_kinds)."""
+    if mode == "P":
+        return ("rgb",) if palette_as_rgb else ("gray",)
+    return {"L": ("gray",), "LA": ("gray", "gray"), "RGB": ("rgb",), "RGBA": ("rgb", "gray"), "1": ("gray",)}[mode]
+
+
+def used_slots(h: Header) -> set[str]:
+    """Model kinds some plane of the file is coded with by the network (format 6 may leave a slot unused)."""
+    kinds = plane_slots(h.mode, h.palette_as_rgb)
+    if not h.coders:
+        return set(kinds)
+    return {k for k, c in zip(kinds, h.coders) if c.method == NETWORK}
+
+
 def model_slots(mode: str, palette_as_rgb: bool = False) -> tuple[str, ...]:
     """Model kinds ("rgb"/"gray") whose ids the header stores for ``mode``, in order."""
     if mode == "RGB":
@@ -108,6 +142,8 @@ class Header:
     # format 5: per coding unit, the integers added to every head output of its tiles (pxzip/adapt.py),
     # () for a unit coded without; an empty tuple here means no section (no unit has offsets)
     offsets: tuple[tuple[int, ...], ...] = ()
+    # format 6: per coded plane, how it is stored; () means every plane by the network (formats 1 to 5)
+    coders: tuple[PlaneCode, ...] = ()
 
 
 def varint(value: int) -> bytes:
@@ -172,6 +208,48 @@ def offsets_section(offsets: tuple[tuple[int, ...], ...]) -> bytes:
     return varint(len(offsets)) + b"".join(offset_record(rec) for rec in offsets)
 
 
+def coders_section(coders: tuple[PlaneCode, ...]) -> bytes:
+    """The plane-coders section exactly as stored (format 6): per plane a method byte, and for a
+    fallback coder its parameter byte, varint size and bytes."""
+    out = []
+    for c in coders:
+        out.append(bytes([c.method]))
+        if c.method != NETWORK:
+            out += [bytes([c.param]), varint(len(c.data)), c.data]
+    return b"".join(out)
+
+
+def _coders_problem(h: Header) -> str | None:
+    """Why the header's plane coders are not canonical (None when they are); shared by pack and unpack."""
+    kinds = plane_slots(h.mode, h.palette_as_rgb)
+    if len(h.coders) != len(kinds) or all(c.method == NETWORK for c in h.coders):
+        return "a plane-coders section needs one entry per plane and at least one fallback coder"
+    for c, kind in zip(h.coders, kinds):
+        if c.method == NETWORK:
+            if c.param or c.data:
+                return "a network plane has a parameter or data"
+        elif c.method == CMIX:
+            if not 1 <= c.param <= 8 or not c.data:
+                return f"context-mixing plane with {c.param} bits per symbol (1..8) or no data"
+        elif c.method == DEFLATE:
+            if c.param not in PNG_DEPTHS or (c.param < 8 and kind == "rgb") or not c.data:
+                return f"deflate plane with bit depth {c.param} or no data"
+        else:
+            return f"unknown plane coder {c.method}"
+    if h.palette_as_rgb and h.coders[0].method != NETWORK:
+        return "a palette image coded as RGB by a fallback coder (fallback coders code its indices)"
+    used = used_slots(h)
+    for kind, mid in zip(model_slots(h.mode, h.palette_as_rgb), h.model_ids):
+        if kind not in used and mid != NO_MODEL:
+            return f"model id {mid.hex()} for a {kind} slot no plane uses (must be {NO_MODEL.hex()})"
+    if h.offsets:
+        per = len(h.offsets) // len(kinds)
+        for p, c in enumerate(h.coders):
+            if c.method != NETWORK and any(h.offsets[p * per : (p + 1) * per]):
+                return "head offsets for a plane the network does not code"
+    return None
+
+
 def _check_header(h: Header) -> None:
     # pack() only sees headers built by our own code, so a bad one is a bug: ValueError.
     if h.mode not in MODE_CODES:
@@ -211,10 +289,14 @@ def _check_header(h: Header) -> None:
         for rec in h.offsets:
             if len(rec) > MAX_OFFSET_RECORD or any(abs(q) > MAX_OFFSET for q in rec) or (rec and not any(rec)):
                 raise ValueError("head offsets out of range (or an all-zero record)")
+    if h.coders and (problem := _coders_problem(h)):
+        raise ValueError(problem)
 
 
 def version_of(header: Header) -> int:
     """The format version a header is written in: the oldest that holds it (older readers read it)."""
+    if header.coders:
+        return CODERS_VERSION
     if header.offsets:
         return OFFSETS_VERSION
     if header.wavefront:
@@ -243,6 +325,8 @@ def _prefix(header: Header) -> bytes:
         parts.append(metadata_section(header.metadata))
     if header.offsets:
         parts.append(offsets_section(header.offsets))
+    if header.coders:
+        parts.append(coders_section(header.coders))
     return b"".join(parts)
 
 
@@ -349,6 +433,7 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     metadata = _read_metadata(r, empty_ok=version >= LABEL_VERSION) if version >= METADATA_VERSION else ()
     units = unit_count(height, width, tile_log2, PLANES[mode], bool(flags & FLAG_WAVEFRONT))
     offsets = _read_offsets(r, units) if flags & FLAG_OFFSETS else ()
+    coders = _read_coders(r, PLANES[mode]) if version >= CODERS_VERSION else ()
     crc = int.from_bytes(r.take(4, "checksum"), "little")
     header = Header(
         mode=mode,
@@ -364,7 +449,10 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
         label=label,
         wavefront=bool(flags & FLAG_WAVEFRONT),
         offsets=offsets,
+        coders=coders,
     )
+    if coders and (problem := _coders_problem(header)):
+        raise FormatError(f"corrupt pxz file: {problem}")
     if version_of(header) != version:  # one canonical encoding per header: no needless newer versions
         raise FormatError(f"corrupt pxz file: format {version} for a header that format {version_of(header)} holds")
     return header, data[r.pos :]
@@ -389,6 +477,22 @@ def _read_offsets(r: _Reader, units: int) -> tuple[tuple[int, ...], ...]:
         out.append(rec)
     if not any(out):
         raise FormatError("corrupt pxz file: a head-offsets section without offsets")
+    return tuple(out)
+
+
+def _read_coders(r: _Reader, n_planes: int) -> tuple[PlaneCode, ...]:
+    """The plane-coders section (format 6): one entry per coded plane."""
+    out = []
+    for _ in range(n_planes):
+        method = r.take(1, "plane coder")[0]
+        if method == NETWORK:
+            out.append(PlaneCode(NETWORK))
+            continue
+        if method not in METHODS:
+            raise FormatError(f"corrupt pxz file: unknown plane coder {method}")
+        param = r.take(1, "plane coder parameter")[0]
+        size = r.varint("plane coder size")
+        out.append(PlaneCode(method, param, r.take(size, "plane data")))
     return tuple(out)
 
 
@@ -418,7 +522,7 @@ def _read_metadata(r: _Reader, empty_ok: bool) -> tuple[tuple[str, bytes], ...]:
 
 
 # the byte fields after MAGIC
-FIELDS = ("vm", "tf", "ids", "label", "width", "height", "pal", "meta", "offsets", "crc", "payload")
+FIELDS = ("vm", "tf", "ids", "label", "width", "height", "pal", "meta", "offsets", "coders", "crc", "payload")
 
 
 def fields(data: bytes) -> dict[str, bytes]:
@@ -435,6 +539,7 @@ def fields(data: bytes) -> dict[str, bytes]:
         "pal": palette_section(h.palette, h.transparency) if h.mode == "P" else b"",
         "meta": metadata_section(h.metadata) if version_of(h) >= METADATA_VERSION else b"",
         "offsets": offsets_section(h.offsets) if h.offsets else b"",
+        "coders": coders_section(h.coders),
         "crc": h.crc32.to_bytes(4, "little"),
         "payload": payload,
     }

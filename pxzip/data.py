@@ -32,13 +32,17 @@ _CHUNK = 1 << 20
 
 
 def shared_data_dir() -> Path | None:
-    """The shared data folder: $PXZIP_DATA, else ../shared/data next to the repo, else None."""
+    """The shared data folder: $PXZIP_DATA; else shared/data beside the checkout this package runs from
+    (an editable install); else ../shared/data or ./shared/data from the current folder (a `pip install .`
+    puts the package in site-packages, far from any checkout); else None."""
     env = os.environ.get("PXZIP_DATA")
     if env:
         path = Path(env).expanduser()
         return path if path.is_dir() else None
-    path = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-    return path if path.is_dir() else None
+    for path in (Path(__file__).resolve().parent.parent.parent, Path.cwd().parent, Path.cwd()):
+        if (path / "shared" / "data").is_dir():
+            return path / "shared" / "data"
+    return None
 
 
 def _batches_dir(root: Path) -> tuple[Path, str] | None:

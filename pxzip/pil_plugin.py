@@ -1,4 +1,4 @@
-"""Pillow plugin: `Image.open("x.pxz")`, `img.save("x.pxz", model=, tile=, order=, adapt=, metadata=, label=)`."""
+"""Pillow plugin: `Image.open("x.pxz")`; `img.save("x.pxz", ...)` with the options of `pxzip.compress`."""
 
 from __future__ import annotations
 
@@ -67,11 +67,14 @@ class PxzDecoder(ImageFile.PyDecoder):
 def _save(im: Image.Image, fp, filename) -> None:
     """Save options: model (name, path or list), tile, order ("auto", "wavefront", "raster"), metadata
     (False: do not keep ICC/EXIF/XMP/text), label (class-conditional models: a class number or "auto"),
-    adapt (False: no head offsets, a file that pxzip before format 5 reads)."""
+    adapt (False: no head offsets, a file that pxzip before format 5 reads), fallback (False: the network
+    codes every plane, a file that pxzip before format 6 reads)."""
     info = im.encoderinfo
-    keep, adapt = info.get("metadata", True), info.get("adapt", True)
+    keep, adapt, fb = info.get("metadata", True), info.get("adapt", True), info.get("fallback", True)
     tile, label, order = info.get("tile"), info.get("label"), info.get("order", "auto")
-    data = codec.compress(im, info.get("model"), tile=tile, keep_metadata=keep, label=label, order=order, adapt=adapt)
+    data = codec.compress(
+        im, info.get("model"), tile=tile, keep_metadata=keep, label=label, order=order, adapt=adapt, fallback=fb
+    )
     fp.write(data)
 
 

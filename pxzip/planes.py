@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from pxzip import container
 from pxzip.errors import ChecksumError, UnsupportedImageError
 
 SUPPORTED_MODES = ("L", "LA", "RGB", "RGBA", "P", "1")
@@ -124,9 +125,7 @@ def _read_pixels(img: Image.Image) -> np.ndarray:
 
 def plane_kinds(mode: str, palette_as_rgb: bool = False) -> list[str]:
     """The coded planes of a mode, in order, by the kind of model that codes them."""
-    return {"L": ["gray"], "LA": ["gray", "gray"], "RGB": ["rgb"], "RGBA": ["rgb", "gray"], "1": ["gray"]}.get(
-        mode, ["rgb" if palette_as_rgb else "gray"]
-    )
+    return list(container.plane_slots(mode, palette_as_rgb))
 
 
 def split(img: Image.Image) -> Split:

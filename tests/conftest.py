@@ -76,3 +76,23 @@ def cond_models(tmp_path_factory) -> dict:
         zoo.save_model(folder / f"cond-{arch}.safetensors", m, f"tiny-cond-{arch}")
         out[arch] = zoo.load_file(folder / f"cond-{arch}.safetensors")
     return out
+
+
+@pytest.fixture
+def network_only(monkeypatch):
+    """`compress` without the fallback coders (as `fallback=False`), for tests of the network's own path:
+    their tiny untrained models lose to context mixing and PNG's deflate, which would then code the
+    planes instead (tests/test_fallback.py tests the choice itself)."""
+    import functools
+
+    import pxzip
+    from pxzip import codec
+
+    real = codec.compress
+
+    @functools.wraps(real)
+    def network(*args, **kw):
+        return real(*args, **(kw | {"fallback": False}))  # also when a caller (the CLI) passes fallback
+
+    monkeypatch.setattr(codec, "compress", network)
+    monkeypatch.setattr(pxzip, "compress", network)

@@ -14,6 +14,9 @@ from pxzip import adapt, codec, container, tables, zoo
 from pxzip.cli import cli
 from pxzip.errors import FormatError
 
+# the network's own path: tiny untrained models would lose to the fallback coders (conftest.network_only)
+pytestmark = pytest.mark.usefixtures("network_only")
+
 
 @pytest.fixture
 def small_fit(monkeypatch):

@@ -28,6 +28,9 @@ from pxzip import codec, container, zoo
 from pxzip.cli import cli
 from pxzip.errors import ChecksumError, FormatError, ModelNotFoundError, PxzError
 
+# the network's own path (the fallback coders' CLI and library tests: tests/test_fallback.py)
+pytestmark = pytest.mark.usefixtures("network_only")
+
 REPO = Path(__file__).resolve().parent.parent
 PP = ["-m", "tiny-pp-rgb", "-m", "tiny-pp-gray"]  # resolved through $PXZIP_MODELS
 GATED = ["-m", "tiny-gated-rgb", "-m", "tiny-gated-gray"]
@@ -669,7 +672,7 @@ def small_files(tiny_models) -> dict[str, tuple[bytes, np.ndarray]]:
     out = {}
     for kind, w, h in (("RGB", 3, 2), ("P-dup", 3, 3), ("L", 4, 3)):
         img = make_image(kind, w, h, seed=11)
-        out[kind] = (codec.compress(img, models), np.asarray(img))
+        out[kind] = (codec.compress(img, models, fallback=False), np.asarray(img))
     return out
 
 

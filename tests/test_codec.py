@@ -9,6 +9,9 @@ from PIL import Image
 import pxzip
 from pxzip import codec, container
 
+# the network's own path (the fallback coders' CLI and library tests: tests/test_fallback.py)
+pytestmark = pytest.mark.usefixtures("network_only")
+
 
 @pytest.fixture(params=["pp", "gated"])
 def models(request, tiny_models):

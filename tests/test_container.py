@@ -77,8 +77,8 @@ def test_wrong_magic() -> None:
 
 def test_newer_version_message() -> None:
     data = bytearray(pack(Header("L", 2, 2, 0, (ID_GRAY,), 0), b""))
-    data[2] = (6 << 4) | (data[2] & 0x0F)
-    with pytest.raises(FormatError, match=r"newer pxzip \(format 6\); this one reads format 5"):
+    data[2] = (7 << 4) | (data[2] & 0x0F)
+    with pytest.raises(FormatError, match=r"newer pxzip \(format 7\); this one reads format 6"):
         unpack(bytes(data))
 
 

@@ -18,6 +18,9 @@ from pxzip.ensemble import ExactEnsemble, FloatEnsemble, combine_heads
 from pxzip.errors import ModelFileError
 from pxzip.model import PixelCNN
 
+# the network's own path: tiny untrained models would lose to the fallback coders (conftest.network_only)
+pytestmark = pytest.mark.usefixtures("network_only")
+
 CFG = ModelConfig(num_filters=8, num_resnet=1, num_logistic_mix=2)
 
 

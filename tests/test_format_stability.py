@@ -13,6 +13,9 @@ from PIL import Image
 import pxzip
 from pxzip import zoo
 
+# pinned files of the network's path (format 6's fallback planes: tests/test_fallback.py; conftest.network_only)
+pytestmark = pytest.mark.usefixtures("network_only")
+
 HERE = Path(__file__).resolve().parent / "expected"
 NAMES = ["rgb", "rgba", "l", "la", "one", "p"]
 

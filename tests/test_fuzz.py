@@ -68,6 +68,8 @@ SPECS = [
     ("rgb-meta-6x5", "RGB", 6, 5, "pp"),  # with ICC profile, EXIF and PNG text: a format 2 file
     ("rgb-label-6x5", "RGB", 6, 5, "cond"),  # a class-conditional model and a stored label: format 3
     ("rgba-adapt-10x20", "RGBA", 10, 20, "pp"),  # head offsets for both planes: a format 5 file
+    ("p-fb-9x12", "P", 9, 12, "pp"),  # the fallback coders: indices by context mixing, a format 6 file
+    ("rgba-fb-6x9", "RGBA", 6, 9, "mixed"),  # noise: the RGB plane by a fallback coder, its slot without a model
 ]
 N = len(SPECS)
 INTERESTING_SIZES = [
@@ -156,16 +158,18 @@ def fuzz(tiny_models, cond_models):
         img = _image(mode, h, w, rng, name)
         models = _model_set(tiny_models, which, cond_models)
         with _fit_units_of_any_size("adapt" in name):
-            data = pxzip.compress(img, models, label=2 if which == "cond" else None)
+            label = 2 if which == "cond" else None
+            data = pxzip.compress(img, models, label=label, fallback="fb" in name)
         pixels = planes.split(img).pixels
         corpus.append(Sample(name, data, pixels, container.unpack(data)[0]))
     models = [tiny_models[k] for k in ("pp_rgb", "pp_gray", "gated_rgb", "gated_gray")] + [cond_models["pixelcnnpp"]]
     assert container.unpack(corpus[9].data)[0].palette_as_rgb  # both P paths are covered
     assert not container.unpack(corpus[8].data)[0].palette_as_rgb
-    assert container.unpack(corpus[-3].data)[0].metadata and corpus[-3].data[2] >> 4 == 2  # format 2 covered
-    assert container.unpack(corpus[-2].data)[0].label == 2 and corpus[-2].data[2] >> 4 == 3  # format 3 covered
+    assert container.unpack(corpus[-5].data)[0].metadata and corpus[-5].data[2] >> 4 == 2  # format 2 covered
+    assert container.unpack(corpus[-4].data)[0].label == 2 and corpus[-4].data[2] >> 4 == 3  # format 3 covered
     assert sum(s.header.wavefront and s.data[2] >> 4 == 4 for s in corpus) == 2  # format 4 covered
-    assert all(corpus[-1].header.offsets) and corpus[-1].data[2] >> 4 == 5  # format 5, both planes
+    assert all(corpus[-3].header.offsets) and corpus[-3].data[2] >> 4 == 5  # format 5, both planes
+    assert [s.data[2] >> 4 for s in corpus[-2:]] == [6, 6] and corpus[-1].header.model_ids[0] == b"\0\0"
     with _env("PXZIP_MAX_PIXELS", str(FUZZ_MAX_PIXELS)):
         for s in corpus:  # the corpus is valid (and the decoder is warm before any deadline)
             assert _outcome(s.data, models, s) is None, s.name
@@ -375,6 +379,9 @@ def test_unknown_and_mismatched_model_ids(fuzz, corpus, models, i, data):
 def test_missing_model_is_model_not_found(corpus, models):
     with _env("PXZIP_MODELS", None):
         for s in corpus:
+            if not container.used_slots(s.header):  # every plane by a fallback coder: no model is needed
+                assert np.array_equal(pxzip.decompress(s.data, []), s.pixels)
+                continue
             with pytest.raises(ModelNotFoundError):
                 pxzip.decompress(s.data)
             others = [m for m in models if m.id not in s.header.model_ids]  # models of both kinds, other ids

@@ -16,6 +16,9 @@ import pxzip
 from pxzip import container, metadata
 from pxzip.cli import cli
 
+# the network's own path (the fallback coders' CLI and library tests: tests/test_fallback.py)
+pytestmark = pytest.mark.usefixtures("network_only")
+
 ICC = bytes(range(256)) * 3  # any bytes: pxzip stores the profile verbatim, Pillow does not parse it
 XMP = '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
 TEXT = {"Source": "Kodak PCD0992", "Comment": "naïve café"}  # Latin-1 and not

@@ -13,6 +13,9 @@ from pxzip.config import ModelConfig
 from pxzip.exact import ExactModel, tile_params
 from pxzip.model import PixelCNN
 
+# the network's own path: tiny untrained models would lose to the fallback coders (conftest.network_only)
+pytestmark = pytest.mark.usefixtures("network_only")
+
 NETS = [("pixelcnnpp", 3, 3), ("pixelcnnpp", 1, 3), ("gated", 3, 3), ("gated", 1, 3)]
 NETS += [("pixelcnnpp", 3, 5), ("gated", 1, 5)]  # 5x5 kernels: reach 2 per convolution
 

@@ -8,6 +8,9 @@ import pytest
 import pxzip
 from pxzip import zoo
 
+# files of the models themselves: the fallback coders would take some planes (conftest.network_only)
+pytestmark = pytest.mark.usefixtures("network_only")
+
 
 def test_registry_models_are_installed_and_pass_their_hash_check():
     reg = zoo.registry()

@@ -43,7 +43,7 @@ def main() -> None:
     }
     for name, img in images.items():
         img.save(HERE / f"{name}.png")
-        (HERE / f"{name}.pxz").write_bytes(pxzip.compress(img, models))
+        (HERE / f"{name}.pxz").write_bytes(pxzip.compress(img, models, fallback=False))
 
 
 def ensemble() -> None:
@@ -56,7 +56,7 @@ def ensemble() -> None:
     zoo.save_ensemble(HERE / "pinned-ens-rgb.safetensors", [first, second], [2, 1], "pinned-ens-rgb")
     (HERE / "pinned-pp-rgb-b.tmp.safetensors").unlink()
     ens = zoo.load_file(HERE / "pinned-ens-rgb.safetensors")
-    (HERE / "ens-rgb.pxz").write_bytes(pxzip.compress(Image.open(HERE / "rgb.png"), ens))
+    (HERE / "ens-rgb.pxz").write_bytes(pxzip.compress(Image.open(HERE / "rgb.png"), ens, fallback=False))
 
 
 def wave() -> None:
@@ -68,10 +68,10 @@ def wave() -> None:
     noise = np.random.default_rng(20261123).integers(0, 256, ramp.shape, dtype=np.uint8)
     rgb = Image.fromarray(np.stack([ramp, ramp[::-1], noise], -1))
     rgb.save(HERE / "wave-rgb.png")
-    (HERE / "wave-rgb.pxz").write_bytes(pxzip.compress(rgb, models, tile=16, order="wavefront"))
+    (HERE / "wave-rgb.pxz").write_bytes(pxzip.compress(rgb, models, tile=16, order="wavefront", fallback=False))
     gray = Image.fromarray(np.ascontiguousarray(ramp.T[:, :20]), "L")  # 70 x 20: one tile, taller than wide
     gray.save(HERE / "wave-l.png")
-    (HERE / "wave-l.pxz").write_bytes(pxzip.compress(gray, models, order="wavefront"))
+    (HERE / "wave-l.pxz").write_bytes(pxzip.compress(gray, models, order="wavefront", fallback=False))
 
 
 def adapted() -> None:
@@ -87,10 +87,35 @@ def adapted() -> None:
     rgb = np.clip(np.stack([base + 60, base, base * 0.5], -1) + noise, 0, 255).astype(np.uint8)
     Image.fromarray(rgb).save(HERE / "adapt-rgb.png")
     adapt.MIN_FIT_PIXELS = 1
-    (HERE / "adapt-rgb.pxz").write_bytes(pxzip.compress(rgb, [model], tile=16, order="wavefront"))
+    (HERE / "adapt-rgb.pxz").write_bytes(pxzip.compress(rgb, [model], tile=16, order="wavefront", fallback=False))
+
+
+FALLBACK = ("fb-p", "fb-one", "fb-rgba", "fb-repeats")
+
+
+def fallbacks() -> None:
+    """fb-*: format-6 files (plane coders) of the pinned models (`python tests/expected/make_expected.py
+    fallback`; added with format 6): palette indices and a 1-bit page by context mixing, an RGBA image
+    whose photo-like colours the network keeps and whose two-level alpha context mixing takes, and
+    rows of noise repeated, which only PNG's deflate stream finds."""
+    models = [zoo.load_file(HERE / f"{n}.safetensors") for n in ("pinned-pp-rgb", "pinned-gated-gray")]
+    yy, xx = np.mgrid[0:30, 0:44]
+    pal = Image.fromarray((((xx // 5) + (yy // 6) * 3) % 7).astype(np.uint8), "L").convert("P")
+    pal.putpalette(list(np.random.default_rng(1).integers(0, 256, 21)))
+    page = Image.fromarray((((xx * 5 + yy * 3) % 13) < 4) | (yy % 9 == 0)).convert("1")
+    base = 90 + 40 * np.sin(yy / 5.0) + 30 * np.cos(xx / 7.0)
+    colours = np.stack([base + 60, base, base * 0.5], -1) + np.random.default_rng(2).normal(0, 2, base.shape + (3,))
+    alpha = np.where(xx < 20, 255, 0)[..., None]
+    rgba = Image.fromarray(np.clip(np.concatenate([colours, alpha], -1), 0, 255).astype(np.uint8), "RGBA")
+    # 8 rows of noise repeated: beyond context mixing's few rows of context, but not beyond deflate's window
+    noise = Image.fromarray(np.tile(np.random.default_rng(3).integers(0, 256, (8, 20, 3), dtype=np.uint8), (4, 1, 1)))
+    for name, img in zip(FALLBACK, (pal, page, rgba, noise)):
+        img.save(HERE / f"{name}.png")
+        # the RGBA image through the shipped models: the network keeps a plane only a trained model codes well
+        (HERE / f"{name}.pxz").write_bytes(pxzip.compress(img, None if name == "fb-rgba" else models))
 
 
 if __name__ == "__main__":
     import sys
 
-    {"ensemble": ensemble, "wavefront": wave, "adapted": adapted}.get(sys.argv[1] if sys.argv[1:] else "", main)()
+    {"ensemble": ensemble, "wavefront": wave, "adapted": adapted, "fallback": fallbacks}.get(sys.argv[1] if sys.argv[1:] else "", main)()
