@@ -99,10 +99,10 @@ def _hash(a, b, c, d, e):
 
 @_jit
 def _at(sym, y, x, c):
-    """The symbol at (y, x, c), 0 outside the image."""
+    """The symbol at (y, x, c), 0 outside the image (as int64: no uint8 wrap-around in the arithmetic)."""
     if y < 0 or x < 0 or x >= sym.shape[1]:
-        return 0
-    return sym[y, x, c]
+        return np.int64(0)
+    return np.int64(sym[y, x, c])
 
 
 @_jit
@@ -157,7 +157,7 @@ def _value_contexts(sym, y, x, c, hashes):
     u = 0  # the pixel's previous channel, and how it moved from its left neighbour
     du = 0
     if c > 0:
-        u = sym[y, x, c - 1]
+        u = np.int64(sym[y, x, c - 1])
         du = u - _at(sym, y, x - 1, c - 1) + 256
     hashes[0] = _hash(10, c, 0, 0, 0)
     hashes[1] = _hash(11, c, a, 0, 0)
@@ -173,7 +173,7 @@ def _value_contexts(sym, y, x, c, hashes):
 
 @_jit
 def _run(sym, nbits, tbits, decode, data):
-    """Code `sym` (H, W, C) int32 symbols of `nbits` bits; decode: fill `sym` from `data` (uint8).
+    """Code `sym` (H, W, C) uint8 symbols of `nbits` bits; decode: fill `sym` from `data` (uint8).
 
     Returns (the coded bytes, 0) encoding and (nothing, the number of bytes read) decoding.
     One function for both directions, so that predictions cannot differ between them.
@@ -209,7 +209,7 @@ def _run(sym, nbits, tbits, decode, data):
                     msel = _bilevel_contexts(sym, y, x, hashes)
                 else:
                     msel = _value_contexts(sym, y, x, c, hashes)
-                value = 0 if decode else sym[y, x, c]
+                value = 0 if decode else np.int64(sym[y, x, c])
                 node = 1
                 got = 0
                 for k in range(nbits):
@@ -285,7 +285,7 @@ def encode(symbols: np.ndarray, nbits: int) -> bytes:
     """Code a (H, W, C) plane of symbols below 2**nbits (1 <= nbits <= 8) -> bytes."""
     if not 1 <= nbits <= 8:
         raise ValueError(f"nbits {nbits} out of range 1..8")
-    sym = np.ascontiguousarray(symbols, dtype=np.int32)
+    sym = np.ascontiguousarray(symbols, dtype=np.uint8)
     if sym.ndim != 3 or (sym.size and int(sym.max()) >> nbits):
         raise ValueError(f"symbols must be (H, W, C) below 2**{nbits}")
     h, w, c = sym.shape
@@ -298,6 +298,6 @@ def decode(data: bytes, shape: tuple[int, int, int], nbits: int) -> tuple[np.nda
     Any bytes decode to some plane (a damaged stream is caught by the file's checksum); the decoder
     reads 0xFF past the end, so the caller can check that it consumed at most len(data) + 4 bytes.
     """
-    sym = np.zeros(shape, np.int32)
+    sym = np.zeros(shape, np.uint8)
     _, used = _run(sym, nbits, table_bits(*shape, nbits), True, np.frombuffer(bytes(data), np.uint8))
-    return sym.astype(np.uint8), int(used)
+    return sym, int(used)
