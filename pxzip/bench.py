@@ -41,6 +41,7 @@ JSON schema (``--json FILE``; every rate in bits/dim; ``null`` where undefined):
       "order": "auto" | "wavefront" | "raster",  # the coding order asked for (`codec.compress`)
       "adapt": true | false,              # head offsets fitted per unit (format 5; `codec.compress`)
       "fallback": true | false,           # fallback plane coders tried (format 6; `codec.compress`)
+      "device": "cpu" | "cuda:N",         # where the network ran (`pxzip.device`)
       "fallback_files": files where a fallback coder took a plane (their payload is the network's planes only),
       "label_rates": null | {"nll_no_label", "nll_true_label": {"mean", "pooled", "n"}, "labelled_files"},
       "rates": {stage: {"mean", "pooled"}}  for stage in nll, ideal, payload, file,
@@ -83,6 +84,7 @@ import torch
 
 from pxzip import baselines as baselines_mod
 from pxzip import codec, container, data, zoo
+from pxzip import device as devices
 from pxzip.errors import UsageError, describe
 
 SCHEMA = "pxzip-bench-1"
@@ -330,6 +332,7 @@ def _measure(
     order: str = "auto",
     adapt: bool = True,
     fallback: bool = True,
+    device: str = "auto",
 ) -> dict:
     """Encode, decode, compare and float-NLL one chunk of items (models[i] codes items[i]).
 
@@ -350,9 +353,8 @@ def _measure(
     for i, it in enumerate(items):
         trace: list[np.ndarray] = []
         try:
-            blobs[i] = codec.compress(
-                it.pixels, models[i], tile=tile, trace=trace, label=label, order=order, adapt=adapt, fallback=fallback
-            )
+            opts = {"label": label, "order": order, "adapt": adapt, "fallback": fallback, "device": device}
+            blobs[i] = codec.compress(it.pixels, models[i], tile=tile, trace=trace, **opts)
         except Exception as e:  # counted and reported, never hidden
             errors.append({"index": i, "name": it.name, "stage": "encode", "error": f"{type(e).__name__}: {e}"})
             continue
@@ -369,7 +371,7 @@ def _measure(
         idx = coded[k : k + batch]
         t0 = time.perf_counter()
         try:
-            decoded = codec.decompress_many([blobs[i] for i in idx], given)
+            decoded = codec.decompress_many([blobs[i] for i in idx], given, device=device)
         except Exception:
             decoded = None
         dec_s += time.perf_counter() - t0
@@ -377,7 +379,7 @@ def _measure(
             decoded = []
             for i in idx:
                 try:
-                    decoded.append(codec.decompress(blobs[i], given))
+                    decoded.append(codec.decompress(blobs[i], given, device=device))
                 except Exception as e:
                     decoded.append(None)
                     errors.append(
@@ -436,13 +438,15 @@ def _measure_in_worker(
     order: str = "auto",
     adapt: bool = True,
     fallback: bool = True,
+    device: str = "auto",
 ) -> dict:
     """Worker-process side of --jobs: models loaded once per process (from their files, hash-checked)."""
     torch.set_num_threads(threads)
     for p in set(model_paths):
         if p not in _WORKER_MODELS:
             _WORKER_MODELS[p] = zoo.load_model(Path(p))
-    return _measure(items, [_WORKER_MODELS[p] for p in model_paths], tile, batch, label, order, adapt, fallback)
+    models = [_WORKER_MODELS[p] for p in model_paths]
+    return _measure(items, models, tile, batch, label, order, adapt, fallback, device)
 
 
 def _chunks(n: int, size: int) -> list[range]:
@@ -464,6 +468,7 @@ def run(
     order: str = "auto",
     adapt: bool = True,
     fallback: bool = True,
+    device: str = "auto",
 ) -> dict:
     """Benchmark items; returns the report (the JSON schema in the module docstring).
 
@@ -476,6 +481,7 @@ def run(
     order: the coding order of every file (`codec.compress`).
     adapt: head offsets fitted per unit (`codec.compress`); the float NLL is the model's without.
     fallback: fallback plane coders tried per plane (`codec.compress`); the ideal bits stay the network's.
+    device: where the network runs (`pxzip.device`), for encoding and decoding.
     """
     if label not in (None, "auto"):
         raise UsageError(f"bench label must be None or 'auto', not {label!r}")
@@ -508,7 +514,9 @@ def run(
         if jobs == 1:
             for ch in chunks:
                 chunk = [items[i] for i in ch]
-                parts.append(_measure(chunk, [per_item[i] for i in ch], tile, batch, label, order, adapt, fallback))
+                parts.append(
+                    _measure(chunk, [per_item[i] for i in ch], tile, batch, label, order, adapt, fallback, device)
+                )
                 bar.update(len(ch))
         else:
             import multiprocessing
@@ -530,6 +538,7 @@ def run(
                         order,
                         adapt,
                         fallback,
+                        device,
                     )
                     for ch in chunks
                 ]
@@ -615,6 +624,7 @@ def run(
         "order": order,
         "adapt": adapt,
         "fallback": fallback,
+        "device": str(devices.resolve(device)),
         "fallback_files": int(cat("fallback")[ok].sum()),
         "label_rates": label_rates,
         "rates": rates,

@@ -15,6 +15,7 @@ import click
 import numpy as np
 
 from pxzip import codec, container, metadata, zoo
+from pxzip import device as devices
 from pxzip.errors import PxzError, UnsupportedImageError, UsageError, describe
 from pxzip.train_cli import ensemble as ensemble_cmd
 from pxzip.train_cli import sample as sample_cmd
@@ -26,6 +27,16 @@ PROGRESS_DELAY_S = 1.0  # files coded faster than this never show a bar
 _PROGRESS_HELP = "progress bar per file, not with -j [default: when stderr is a terminal]"
 MODE_CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 1, "1": 1}
 IMAGE_SUFFIXES = {".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".webp"}
+
+
+def _device_option(f):
+    """--device on every command that runs the network (each checks it first: exit 2 for a missing GPU)."""
+    return click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        help="where the network runs: auto (CUDA when present), cpu, cuda or cuda:N (the same bytes on each)",
+    )(f)
 
 
 def _err(msg: str) -> None:
@@ -449,6 +460,7 @@ def cli() -> None:
     callback=lambda _c, _p, v: _parse_label(v),
     help="class-conditional models: code with class label N, or 'auto': try every label, keep the shortest",
 )
+@_device_option
 def compress(
     inputs,
     output,
@@ -465,16 +477,18 @@ def compress(
     progress,
     strip,
     label,
+    device,
 ) -> None:
     """Compress images (PNG, BMP, TIFF, ...; '-' = stdin) to .pxz files.
 
     The pixels are coded losslessly; an ICC profile, EXIF, XMP and PNG text are kept beside them
     unless --strip.
     """
+    devices.resolve(device)  # fail early on a missing GPU
     _models(model_names)  # fail early on a bad --model
     inputs = _expand(inputs, recursive, None)
     opts = {"models": model_names, "tile": tile, "order": order, "adapt": adapt, "force": force, "verify": verify}
-    opts["progress"], opts["fallback"] = progress, fallback
+    opts["progress"], opts["fallback"], opts["device"] = progress, fallback, device
     opts["keep_metadata"] = not strip
     opts["label"] = label
     _run_each(inputs, _outputs(inputs, output, ".pxz"), _compress_one, quiet, force, jobs, opts)
@@ -508,6 +522,7 @@ def _compress_one(inp: str, out: str, opts: dict) -> dict:
                 order=order,
                 adapt=adapt,
                 fallback=opts["fallback"],
+                device=opts["device"],
             )
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -515,7 +530,7 @@ def _compress_one(inp: str, out: str, opts: dict) -> dict:
         from pxzip import planes
 
         with _progress(opts["progress"], f"{inp}: verify") as progress:
-            decoded = codec.decompress(data, models, progress=progress)
+            decoded = codec.decompress(data, models, progress=progress, device=opts["device"])
         if not np.array_equal(decoded, planes.split(img).pixels):
             raise PxzError("verification failed: the decoded image differs; nothing written")
     write_atomic(out, data, opts["force"])
@@ -536,11 +551,13 @@ def _compress_one(inp: str, out: str, opts: dict) -> dict:
 @click.option("-r", "--recursive", is_flag=True, help="folders stand for every .pxz file under them")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, help="files decoded in parallel processes")
 @click.option("--progress/--no-progress", default=None, help=_PROGRESS_HELP)
-def decompress(inputs, output, model_names, force, quiet, recursive, jobs, progress) -> None:
+@_device_option
+def decompress(inputs, output, model_names, force, quiet, recursive, jobs, progress, device) -> None:
     """Decompress .pxz files ('-' = stdin) to images (PNG unless -o names another lossless format)."""
+    devices.resolve(device)
     _models(model_names)
     inputs = _expand(inputs, recursive, ".pxz")
-    opts = {"models": model_names, "force": force, "progress": progress}
+    opts = {"models": model_names, "force": force, "progress": progress, "device": device}
     outputs = _outputs(inputs, output, ".png")
     _run_each(inputs, outputs, _decompress_group, quiet, force, jobs, opts, group=DECODE_GROUP_FILES)
 
@@ -571,14 +588,14 @@ def _decompress_group(pairs: list[tuple[str, str]], opts: dict) -> list[tuple[di
         what = pairs[part[0][0]][0] if len(part) == 1 else f"{len(part)} files"
         try:
             with _progress(opts["progress"], f"{what}: decode") as progress:
-                images = codec.decompress_images([r[1] for r in part], models, progress)
+                images = codec.decompress_images([r[1] for r in part], models, progress, opts["device"])
         except PxzError:
             images = [None] * len(part)  # find out which file is bad: one at a time
         for (k, data, header, fmt, kw), img in zip(part, images):
             inp, out = pairs[k]
             try:
                 if img is None:
-                    img = codec.decompress_image(data, models)
+                    img = codec.decompress_image(data, models, device=opts["device"])
                 results[k] = (_write_image(inp, out, img, data, header, fmt, kw, opts["force"]), None)
             except PxzError as e:
                 results[k] = (None, e)
@@ -722,6 +739,7 @@ def list_models() -> None:
     default=None,
     help="class-conditional models: code each image with its best label; report the NLL with and without labels",
 )
+@_device_option
 def bench(
     sources,
     data_dir,
@@ -740,6 +758,7 @@ def bench(
     threads,
     jobs,
     label,
+    device,
 ) -> None:
     """Benchmark on CIFAR-10 (`bench cifar10`) or on image files and folders (`bench PATH...`).
 
@@ -751,6 +770,7 @@ def bench(
 
     from pxzip import bench as B
 
+    devices.resolve(device)  # a missing GPU fails now, not after loading the data
     if threads:
         torch.set_num_threads(threads)
     names = B.parse_baselines(baselines)
@@ -778,6 +798,7 @@ def bench(
         order=order,
         adapt=adapt,
         fallback=fallback,
+        device=device,
     )
     click.echo(B.format_report(report))
     if json_path:  # temp file + rename: never a partial report

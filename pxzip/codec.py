@@ -35,6 +35,7 @@ from PIL import Image
 
 from pxzip import adapt as head_offsets
 from pxzip import container, fallback, metadata, network, planes, tables, wavefront, zoo
+from pxzip import device as devices
 from pxzip.errors import ChecksumError, FormatError, UsageError
 
 MAX_LANES = container.UNIT_TILES  # tiles per unit: bounds the decoder's memory for huge images
@@ -344,7 +345,7 @@ def decode_units(
         lane_off = np.concatenate(rows)
     if wave:
         return _decode_wave(model, shape, parts, out, progress, lanes, lane_off)
-    st = em.stepper(total, th, tw, labels=lanes)
+    st = em.stepper(total, th, tw, device=em.device, labels=lanes)
     head = st.params_int if lane_off is None else (lambda j: head_offsets.apply(st.params_int(j), lane_off))
     vals = np.empty(total, np.int64)
     for i in range(th):
@@ -371,7 +372,7 @@ def _decode_wave(model: zoo.Model, shape, parts, out: np.ndarray, progress: Prog
     cfg, em = model.cfg, model.exact
     total = len(out)
     bounds = np.cumsum([0] + [n for _, n in parts])
-    ws = em.wave_stepper(total, th, tw, labels=lanes)
+    ws = em.wave_stepper(total, th, tw, device=em.device, labels=lanes)
     done, end = 0, wavefront.num_steps(th, tw, ws.lag)
     for t in range(ws.start, end):
         rows = ws.advance(t)
@@ -427,6 +428,7 @@ def compress(
     order: str = "auto",
     adapt: bool = True,
     fallback: bool = True,
+    device: str | None = "auto",
 ) -> bytes:
     """Losslessly compress an image (PIL image or uint8 numpy array) to .pxz bytes.
 
@@ -451,6 +453,8 @@ def compress(
     fallback wins): no image costs more than its planes' PNGs plus a few header bytes. False: the
     network only (files pxzip before format 6 reads). trace covers the network's coding of every plane,
     also of those a fallback then took (so ideal_bits(trace) is the network's own code length).
+    device: where the network's sums run, "auto" (CUDA when present), "cpu" or "cuda[:N]"
+    (`pxzip.device`); the bytes are the same on every device.
     """
     if label == "auto":
         return _compress_auto(
@@ -463,14 +467,16 @@ def compress(
             order=order,
             adapt=adapt,
             fallback=fallback,
+            device=device,
         )
+    dev = devices.resolve(device)
     img = planes.to_image(image)
     split = planes.split(img)
     h, w = split.pixels.shape[:2]
     wave = choose_order(h, w, order)
     tile_log2 = choose_tile_log2(h, w, tile, wave)
     slots = container.model_slots(split.mode, split.palette_as_rgb)
-    models = _models_for(slots, _as_models(model), h, w)
+    models = {k: m.on(dev) for k, m in _models_for(slots, _as_models(model), h, w).items()}
     label = _check_label(label, models.values())
     extra = container.palette_section(split.palette, split.transparency) if split.mode == "P" else b""
     header = container.Header(
@@ -616,7 +622,7 @@ def max_pixels() -> int:
         raise UsageError(f"PXZIP_MAX_PIXELS={value!r}: expected a whole number of pixels") from None
 
 
-def _open(data: bytes, given: list[zoo.Model]) -> _Stream:
+def _open(data: bytes, given: list[zoo.Model], dev: torch.device | None = None) -> _Stream:
     header, payload = container.unpack(data)
     # a range coder can legally code a huge image in a few bytes, so a damaged size field is only
     # caught by the checksum after decoding: refuse absurd sizes before spending memory and time
@@ -630,6 +636,7 @@ def _open(data: bytes, given: list[zoo.Model]) -> _Stream:
     slots = container.model_slots(header.mode, header.palette_as_rgb)
     used = container.used_slots(header)  # format 6: a slot whose planes a fallback coder holds needs no model
     models = {kind: zoo.find_by_id(mid, given) for kind, mid in zip(slots, header.model_ids) if kind in used}
+    models = {kind: m.on(dev or torch.device("cpu")) for kind, m in models.items()}
     for kind, m in models.items():
         if m.kind != kind:
             raise FormatError(f"model {m.name} codes {m.kind} planes, but this file needs a {kind} model")
@@ -671,7 +678,11 @@ def _finish(s: _Stream) -> np.ndarray:
 
 
 def decompress_many(
-    datas: list[bytes], model=None, max_lanes: int = 1024, progress: ProgressBar | None = None
+    datas: list[bytes],
+    model=None,
+    max_lanes: int = 1024,
+    progress: ProgressBar | None = None,
+    device: str | None = "auto",
 ) -> list[np.ndarray]:
     """Decode many .pxz byte strings at once, batching their tiles into shared decoder steps.
 
@@ -679,9 +690,11 @@ def decompress_many(
     MAX_WAVE_LANES rows in flight (tiles x slots x ensemble members) instead.
 
     progress: called as progress(done, total) with pixel counts (summed over planes and images).
+    device: where the network's sums run, as for `compress`.
     """
     given = _as_models(model)
-    streams = [_open(d, given) for d in datas]
+    dev = devices.resolve(device)
+    streams = [_open(d, given, dev) for d in datas]
     step = _counter(progress, sum(s.header.width * s.header.height * len(s.kinds) for s in streams))
     while True:
         pending = [s for s in streams if s.next < len(s.units)]
@@ -736,20 +749,24 @@ def _decode_batch(batch: list[_Stream], shape: tuple[int, int], progress: Progre
         s.next += 1
 
 
-def decompress(data: bytes, model=None, progress: ProgressBar | None = None) -> np.ndarray:
+def decompress(data: bytes, model=None, progress: ProgressBar | None = None, device: str | None = "auto") -> np.ndarray:
     """Decode .pxz bytes to the pixel array in the image's own mode (see planes.Split.pixels)."""
-    return decompress_many([data], model, progress=progress)[0]
+    return decompress_many([data], model, progress=progress, device=device)[0]
 
 
-def decompress_image(data: bytes, model=None, progress: ProgressBar | None = None) -> Image.Image:
+def decompress_image(
+    data: bytes, model=None, progress: ProgressBar | None = None, device: str | None = "auto"
+) -> Image.Image:
     """Decode .pxz bytes to a PIL image with the original mode, palette, transparency and metadata."""
-    return decompress_images([data], model, progress)[0]
+    return decompress_images([data], model, progress, device)[0]
 
 
-def decompress_images(datas: list[bytes], model=None, progress: ProgressBar | None = None) -> list[Image.Image]:
+def decompress_images(
+    datas: list[bytes], model=None, progress: ProgressBar | None = None, device: str | None = "auto"
+) -> list[Image.Image]:
     """`decompress_image` for many files at once, decoded in lockstep like `decompress_many`."""
     headers = [container.unpack(d)[0] for d in datas]
     out = []
-    for h, pixels in zip(headers, decompress_many(datas, model, progress=progress)):
+    for h, pixels in zip(headers, decompress_many(datas, model, progress=progress, device=device)):
         out.append(metadata.apply(planes.to_pil(h.mode, pixels, h.palette, h.transparency), h.metadata))
     return out

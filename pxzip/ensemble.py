@@ -104,6 +104,11 @@ class ExactEnsemble:
         _no_label(labels)
         return EnsembleWave(self, tiles, height, width, device)
 
+    @property
+    def device(self):
+        """Where the members' tensors live (all on one device)."""
+        return self.members[0].device
+
     def to(self, device) -> ExactEnsemble:
         for m in self.members:
             m.to(device)

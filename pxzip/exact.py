@@ -251,6 +251,11 @@ class ExactModel:
             return wavefront.WaveStepper(self, tiles, height, width, labels)  # compiled kernels
         return wavefront.TorchWaveStepper(self, tiles, height, width, device, labels)
 
+    @property
+    def device(self) -> torch.device:
+        """Where this model's tensors (and so its float64 sums) live."""
+        return self.layers["v_in"].w.device
+
     def to(self, device) -> ExactModel:
         for layer in self.layers.values():
             layer.w, layer.b, layer.mult = layer.w.to(device), layer.b.to(device), layer.mult.to(device)

@@ -68,12 +68,21 @@ def _save(im: Image.Image, fp, filename) -> None:
     """Save options: model (name, path or list), tile, order ("auto", "wavefront", "raster"), metadata
     (False: do not keep ICC/EXIF/XMP/text), label (class-conditional models: a class number or "auto"),
     adapt (False: no head offsets, a file that pxzip before format 5 reads), fallback (False: the network
-    codes every plane, a file that pxzip before format 6 reads)."""
+    codes every plane, a file that pxzip before format 6 reads), device ("auto", "cpu", "cuda[:N]": where
+    the network runs; the same bytes on each)."""
     info = im.encoderinfo
     keep, adapt, fb = info.get("metadata", True), info.get("adapt", True), info.get("fallback", True)
-    tile, label, order = info.get("tile"), info.get("label"), info.get("order", "auto")
+    tile, label, order, dev = info.get("tile"), info.get("label"), info.get("order", "auto"), info.get("device", "auto")
     data = codec.compress(
-        im, info.get("model"), tile=tile, keep_metadata=keep, label=label, order=order, adapt=adapt, fallback=fb
+        im,
+        info.get("model"),
+        tile=tile,
+        keep_metadata=keep,
+        label=label,
+        order=order,
+        adapt=adapt,
+        fallback=fb,
+        device=dev,
     )
     fp.write(data)
 

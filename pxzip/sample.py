@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pxzip import device as devices
 from pxzip import tables
 from pxzip.exact import ExactModel
 from pxzip.zoo import Model
@@ -27,17 +28,21 @@ def sample(
     width: int = 32,
     seed: int = 0,
     labels: np.ndarray | None = None,
+    device: str | None = "cpu",
 ) -> np.ndarray:
     """n images (n, H, W, C) uint8 drawn in raster order from the exact model.
 
     labels: (n,) class labels for a class-conditional model (None: no label).
+    device: where a zoo Model's network runs ("auto", "cpu", "cuda[:N]"; the same images on each).
+    An ExactModel runs where its tensors are.
     """
-    em = model.exact if isinstance(model, Model) else model
+    em = model.on(devices.resolve(device)).exact if isinstance(model, Model) else model
     cfg = em.cfg
     rng = np.random.default_rng(seed)
     c = cfg.in_channels
     out = np.zeros((n, height, width, c), np.uint8)
-    st = em.stepper(n, height, width, labels=None if labels is None else torch.as_tensor(labels, dtype=torch.int64))
+    lab = None if labels is None else torch.as_tensor(labels, dtype=torch.int64)
+    st = em.stepper(n, height, width, device=em.device, labels=lab)
     for i in range(height):
         st.start_row(i)
         for j in range(width):

@@ -13,6 +13,7 @@ import click
 import numpy as np
 import torch
 
+from pxzip import device as devices
 from pxzip.errors import UsageError
 
 CIFAR10_CLASSES = 10  # labels of a --conditional model (CIFAR-10 classes); label 10 means "no label"
@@ -274,7 +275,13 @@ def _sample_grids(count: int, height: int, width: int):
 @click.option("-o", "--output", default="samples.png", help="grid PNG to write")
 @click.option("--label", type=int, default=None, help="class-conditional models: draw this class")
 @click.option("--per-class", is_flag=True, help="class-conditional models: one grid row per class (COUNT per row)")
-def sample(model_name, count, size, seed, output, label, per_class) -> None:
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="where the network runs: auto (CUDA when present), cpu, cuda or cuda:N (the same images on each)",
+)
+def sample(model_name, count, size, seed, output, label, per_class, device) -> None:
     """Draw images from a model (exact decoder tables) into a grid PNG."""
     from PIL import Image
 
@@ -282,6 +289,7 @@ def sample(model_name, count, size, seed, output, label, per_class) -> None:
     from pxzip import zoo
     from pxzip.cli import write_atomic
 
+    devices.resolve(device)  # a missing GPU: exit 2 before any work
     m = zoo.load_model(model_name)
     classes = m.cfg.num_classes
     if (label is not None or per_class) and not classes:
@@ -294,11 +302,11 @@ def sample(model_name, count, size, seed, output, label, per_class) -> None:
     t0 = time.time()
     if per_class:
         labels = np.repeat(np.arange(classes), count)
-        img = smp.grid(smp.sample(m, len(labels), size, size, seed, labels=labels), cols=count)
+        img = smp.grid(smp.sample(m, len(labels), size, size, seed, labels=labels, device=device), cols=count)
         count = len(labels)
     else:
         labels = None if label is None else np.full(count, label)
-        img = smp.grid(smp.sample(m, count, size, size, seed, labels=labels))
+        img = smp.grid(smp.sample(m, count, size, size, seed, labels=labels, device=device))
     buf = io.BytesIO()
     try:
         img.save(buf, format=fmt)

@@ -257,8 +257,10 @@ class TorchWaveStepper:
         self.hrings: dict[str, _Rings] = {}
         lab = None if labels is None else labels.to(device)
         self.tile_bias = em.lane_biases(lab, tiles)  # (tiles or 1, cout)
-        self.tile_of = torch.arange(self.lanes, device=device) // self.slots  # (L,)
-        self.slot_of = torch.arange(self.lanes, device=device) % self.slots
+        # lane bookkeeping depends only on the step, not on pixels: it runs on the CPU (no device sync
+        # for nonzero), and only the index tensors it yields go to the device
+        self.tile_of = torch.arange(self.lanes) // self.slots  # (L,)
+        self.slot_of = torch.arange(self.lanes) % self.slots
         self.t = self.start - 1
 
     def advance(self, t: int) -> range:
@@ -271,8 +273,9 @@ class TorchWaveStepper:
         frontier = t - self.lag * row  # (L,) the row's pixel column f
         # lanes with a vertical-stream node inside the tile this step (nodes sit 0 .. reach-1 ahead)
         act = (row >= 0) & (row < self.h) & (frontier > -self.plan.reach) & (frontier < self.w)
-        self.lane = act.nonzero()[:, 0]  # (A,) the lanes computed, A <= L
-        self.row, self.frontier, self.tile = row[self.lane], frontier[self.lane], self.tile_of[self.lane]
+        lane = act.nonzero()[:, 0]  # (A,) the lanes computed, A <= L
+        self.row, self.frontier = row[lane].to(self.device), frontier[lane].to(self.device)
+        self.tile, self.lane = self.tile_of[lane].to(self.device), lane.to(self.device)
         self.bias = {k: b.index_select(0, self.tile) if len(b) > 1 else b for k, b in self.tile_bias.items()}
         if len(self.lane):
             with exact_mode():

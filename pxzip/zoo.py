@@ -76,6 +76,22 @@ class Model:
     cfg: ModelConfig
     exact: ExactModel | ExactEnsemble
     path: Path | None = None
+    # copies of this model whose exact network lives on another torch device (see `on`)
+    _on_device: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    def on(self, device) -> Model:
+        """This model with its exact network on `device` (a torch.device; the CPU: this model itself).
+        The copy is made once per device and kept: the same integers, computed there."""
+        import copy
+
+        import torch
+
+        dev = torch.device(device)
+        if dev.type == "cpu":
+            return self
+        if dev not in self._on_device:
+            self._on_device[dev] = dataclasses.replace(self, exact=copy.deepcopy(self.exact).to(dev), _on_device={})
+        return self._on_device[dev]
 
     @property
     def members(self) -> int:

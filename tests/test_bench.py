@@ -216,8 +216,8 @@ def _two_pngs(tmp_path: Path) -> Path:
 def test_mismatch_is_counted_and_fails(tmp_path, tiny_models, monkeypatch) -> None:
     real = codec.decompress_many
 
-    def corrupt(datas, model=None, max_lanes=1024):
-        out = real(datas, model, max_lanes)
+    def corrupt(datas, model=None, max_lanes=1024, **kw):
+        out = real(datas, model, max_lanes, **kw)
         out[-1] = out[-1].copy()
         out[-1][0, 0, 0] ^= 1
         return out
@@ -244,10 +244,10 @@ def test_decode_error_is_found_per_image(tmp_path, tiny_models, monkeypatch) -> 
     items, _, _ = bench.load_sources([str(folder)])
     bad = codec.compress(items[0].pixels, tiny_models["pp_rgb"])
 
-    def fail_many(datas, model=None, max_lanes=1024):
+    def fail_many(datas, model=None, max_lanes=1024, **kw):
         raise ChecksumError("decoded image is corrupt")
 
-    def one(data, model=None):
+    def one(data, model=None, **kw):
         if data == bad:
             raise ChecksumError("decoded image is corrupt (checksum mismatch): the file is damaged")
         return items[1].pixels.copy()

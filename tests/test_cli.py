@@ -194,7 +194,7 @@ def test_verify_failure_writes_nothing(tmp_path, monkeypatch):
     before = snapshot(tmp_path)
     # a decoder that gets one pixel wrong: --verify must catch it before anything is written
     real = codec.decompress
-    monkeypatch.setattr(codec, "decompress", lambda data, model=None, progress=None: real(data, model) ^ 1)
+    monkeypatch.setattr(codec, "decompress", lambda data, model=None, progress=None, **kw: real(data, model) ^ 1)
     line = assert_fails(run("compress", src, *PP, "--verify"), 1)
     assert "verification failed" in line
     assert snapshot(tmp_path) == before

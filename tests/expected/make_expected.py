@@ -118,4 +118,5 @@ def fallbacks() -> None:
 if __name__ == "__main__":
     import sys
 
-    {"ensemble": ensemble, "wavefront": wave, "adapted": adapted, "fallback": fallbacks}.get(sys.argv[1] if sys.argv[1:] else "", main)()
+    steps = {"ensemble": ensemble, "wavefront": wave, "adapted": adapted, "fallback": fallbacks}
+    steps.get(sys.argv[1] if sys.argv[1:] else "", main)()
