@@ -684,6 +684,8 @@ def _plane_coder(c: container.PlaneCode) -> str:
     """How a format-6 plane is stored, for `info`."""
     if c.method == container.CMIX:
         return f"context mixing ({c.param} bit{'s' if c.param > 1 else ''} per symbol, {len(c.data)} B)"
+    if c.method == container.INDEXED:
+        return f"indexed colours ({c.param}-bit indices, {len(c.data)} B)"
     if c.method == container.DEFLATE:
         return f"deflate ({c.param}-bit PNG rows, {len(c.data)} B)"
     return "network"

@@ -285,7 +285,7 @@ def encode(symbols: np.ndarray, nbits: int) -> bytes:
     """Code a (H, W, C) plane of symbols below 2**nbits (1 <= nbits <= 8) -> bytes."""
     if not 1 <= nbits <= 8:
         raise ValueError(f"nbits {nbits} out of range 1..8")
-    sym = np.ascontiguousarray(symbols, dtype=np.uint8)
+    sym = np.require(symbols, np.uint8, ["C", "W"])  # writable: the kernel is one function for both ways
     if sym.ndim != 3 or (sym.size and int(sym.max()) >> nbits):
         raise ValueError(f"symbols must be (H, W, C) below 2**{nbits}")
     h, w, c = sym.shape

@@ -77,7 +77,8 @@ _MAX_VARINT_BYTES = 5
 NETWORK = 0  # the plane's units are in the range coder's payload (formats 1 to 5: every plane)
 CMIX = 1  # pxzip.cmix's context mixing of the plane's symbols; param: bits per symbol 1..8
 DEFLATE = 2  # the plane's PNG rows (filter byte + packed row) in a zlib stream; param: PNG bit depth
-METHODS = {NETWORK: "network", CMIX: "context mixing", DEFLATE: "deflate"}
+INDEXED = 3  # the plane's distinct colours, then context mixing of its colour indices; param: bits per index
+METHODS = {NETWORK: "network", CMIX: "context mixing", DEFLATE: "deflate", INDEXED: "indexed colours"}
 PNG_DEPTHS = (1, 2, 4, 8)
 NO_MODEL = b"\0\0"  # the model id of a slot no plane of the file is coded with (format 6)
 
@@ -234,6 +235,9 @@ def _coders_problem(h: Header) -> str | None:
         elif c.method == DEFLATE:
             if c.param not in PNG_DEPTHS or (c.param < 8 and kind == "rgb") or not c.data:
                 return f"deflate plane with bit depth {c.param} or no data"
+        elif c.method == INDEXED:
+            if not 1 <= c.param <= 8 or not c.data:
+                return f"indexed plane with {c.param} bits per index (1..8) or no data"
         else:
             return f"unknown plane coder {c.method}"
     if h.palette_as_rgb and h.coders[0].method != NETWORK:

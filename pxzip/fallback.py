@@ -6,6 +6,8 @@ plane name its coder (docs/FORMAT.md "Plane coders"):
 
 - NETWORK: the plane's units are in the range coder's payload, as in formats 1 to 5;
 - CMIX: `pxzip.cmix`'s adaptive context mixing of the plane's symbols (param: bits per symbol);
+- INDEXED: the plane's distinct colours (sorted by luminance), then CMIX of each pixel's colour index:
+  what a few-colour RGB plane (a drawing, a screenshot) needs, and WebP's colour-indexing transform does;
 - DEFLATE: the plane's rows as PNG stores them (a filter byte per row, then the row packed at the
   param's bit depth), in a zlib stream. The encoder takes that stream from Pillow's PNG writer
   (optimize=True), so this candidate is the plane's PNG without its chunk framing: with it no plane
@@ -25,7 +27,7 @@ from numba import njit
 from PIL import Image
 
 from pxzip import cmix
-from pxzip.container import CMIX, DEFLATE, PNG_DEPTHS, PlaneCode
+from pxzip.container import CMIX, DEFLATE, INDEXED, PNG_DEPTHS, PlaneCode, varint
 from pxzip.errors import FormatError
 
 _PNG_COLOR = {1: (0, 3), 3: (2,)}  # channels -> PNG colour types the plane may be written as
@@ -49,6 +51,56 @@ def bits_for(symbols: np.ndarray) -> int:
 def encode_cmix(symbols: np.ndarray) -> PlaneCode:
     nbits = bits_for(symbols)
     return PlaneCode(CMIX, nbits, cmix.encode(symbols, nbits))
+
+
+MAX_INDEXED = 256  # colours an INDEXED plane may have (its indices are coded in at most 8 bits)
+MAX_INDEXED_GRAY = 16  # ... and for a one-channel plane, where context mixing of the values does nearly as well
+
+
+def encode_indexed(symbols: np.ndarray) -> PlaneCode | None:
+    """The plane as its distinct colours plus context mixing of the colour indices; None when it has more
+    colours than an index holds (or, one channel, more levels than pay)."""
+    h, w, c = symbols.shape
+    flat = symbols.reshape(-1, c).astype(np.uint32)
+    keys = flat @ (np.array([1 << 16, 1 << 8, 1], np.uint32)[-c:])  # one integer per colour (c is 1 or 3)
+    limit = MAX_INDEXED if c > 1 else MAX_INDEXED_GRAY
+    if len(np.unique(keys[:: max(1, len(keys) // 4096)])) > limit:  # a photo: no need to sort it all
+        return None
+    uniq, index = np.unique(keys, return_inverse=True)
+    if len(uniq) > limit:
+        return None
+    colours = ((uniq[:, None] >> np.array([16, 8, 0], np.uint32)[-c:]) & 255).astype(np.uint8)  # (n, c)
+    # luminance order (ties by colour): neighbouring indices are alike, which the tree's upper bits share
+    luma = colours.astype(np.int64) @ (np.array([299, 587, 114]) if c == 3 else np.ones(c, np.int64))
+    order = np.lexsort((*(colours[:, k] for k in range(c - 1, -1, -1)), luma))
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    idx = rank[index.reshape(-1)].astype(np.uint8).reshape(h, w, 1)
+    nbits = max(1, int(len(colours) - 1).bit_length())
+    table = varint(len(colours)) + colours[order].astype(np.uint8).tobytes()
+    return PlaneCode(INDEXED, nbits, table + cmix.encode(idx, nbits))
+
+
+def decode_indexed(code: PlaneCode, shape: tuple[int, int, int]) -> np.ndarray:
+    """An INDEXED entry -> symbols (H, W, C) uint8; FormatError when its colour table or indices are bad."""
+    h, w, c = shape
+    data = code.data
+    n, pos, k = 0, 0, 0
+    while True:  # varint: the number of colours
+        if pos >= len(data) or k > 1:
+            raise FormatError("corrupt pxz file: an indexed plane's colour count is truncated or too long")
+        byte = data[pos]
+        n |= (byte & 0x7F) << (7 * k)
+        pos, k = pos + 1, k + 1
+        if not byte & 0x80:
+            break
+    if not 1 <= n <= MAX_INDEXED or n > 1 << code.param or len(data) < pos + n * c or varint(n) != data[:pos]:
+        raise FormatError(f"corrupt pxz file: an indexed plane with {n} colours for {code.param}-bit indices")
+    colours = np.frombuffer(data[pos : pos + n * c], np.uint8).reshape(n, c)
+    idx, used = cmix.decode(data[pos + n * c :], (h, w, 1), code.param)
+    if used > len(data) - pos - n * c + 4 or int(idx.max(initial=0)) >= n:
+        raise FormatError("corrupt pxz file: an indexed plane's indices are damaged")
+    return np.ascontiguousarray(colours[idx[:, :, 0]])
 
 
 def _png_chunks(png: bytes) -> tuple[bytes, bytes]:
@@ -147,7 +199,9 @@ def decode_deflate(code: PlaneCode, shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def decode(code: PlaneCode, shape: tuple[int, int, int]) -> np.ndarray:
-    """A CMIX or DEFLATE entry -> symbols (H, W, C) uint8."""
+    """A CMIX, INDEXED or DEFLATE entry -> symbols (H, W, C) uint8."""
+    if code.method == INDEXED:
+        return decode_indexed(code, shape)
     if code.method == CMIX:
         symbols, used = cmix.decode(code.data, shape, code.param)
         if used > len(code.data) + 4:  # the decoder reads 0xFF past the end: more than 4 means the data ran out
@@ -157,8 +211,13 @@ def decode(code: PlaneCode, shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def candidates(symbols: np.ndarray, mode: str, palette: bytes | None = None) -> list[PlaneCode]:
-    """Every fallback coding of a plane, cheapest first (CMIX always; DEFLATE where Pillow's PNG fits)."""
+    """Every fallback coding of a plane, cheapest first (CMIX always; INDEXED for few colours; DEFLATE where
+    Pillow's PNG fits)."""
     out = [encode_cmix(symbols)]
+    if mode not in ("P", "1"):  # palette indices and 1-bit symbols are indices already
+        indexed = encode_indexed(symbols)
+        if indexed is not None:
+            out.append(indexed)
     d = encode_deflate(symbols, mode, palette)
     if d is not None:
         out.append(d)

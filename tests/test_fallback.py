@@ -31,6 +31,12 @@ def test_cmix_round_trip(nbits, shape):
     assert used <= len(data) + 4
 
 
+def test_cmix_takes_read_only_arrays():
+    sym = np.arange(12, dtype=np.uint8).reshape(3, 4, 1)
+    sym.flags.writeable = False  # as np.asarray(a PIL image) gives
+    assert cmix.encode(sym, 4) == cmix.encode(sym.copy(), 4)
+
+
 def test_cmix_pinned_bytes():
     """The coder's bytes for fixed planes never change (a changed predictor would break old files)."""
     y, x = np.mgrid[0:24, 0:20]
@@ -96,6 +102,31 @@ def test_deflate_every_filter(channels, depth):
     assert np.array_equal(fallback.decode(code, sym.shape), sym)
 
 
+@pytest.mark.parametrize("channels,colours", [(3, 1), (3, 2), (3, 7), (3, 256), (1, 3), (1, 16)])
+def test_indexed_round_trip(channels, colours):
+    rng = np.random.default_rng(colours)
+    table = rng.choice(256, (colours, channels))
+    sym = table[rng.integers(0, colours, (13, 11))].astype(np.uint8)
+    code = fallback.encode_indexed(sym)
+    assert code is not None and code.method == container.INDEXED
+    assert np.array_equal(fallback.decode(code, sym.shape), sym)
+
+
+def test_indexed_is_only_for_few_colours():
+    rng = np.random.default_rng(0)
+    assert fallback.encode_indexed(rng.integers(0, 256, (40, 40, 3)).astype(np.uint8)) is None  # 1,600 colours
+    assert fallback.encode_indexed(np.arange(17, dtype=np.uint8).reshape(1, 17, 1)) is None  # 17 gray levels
+
+
+def test_indexed_damage_is_a_format_error():
+    sym = np.array([[[1, 2, 3], [4, 5, 6]], [[1, 2, 3], [1, 2, 3]]], np.uint8)
+    code = fallback.encode_indexed(sym)
+    assert code.param == 1 and code.data[0] == 2
+    for data in (b"", b"\x80", b"\x03" + code.data[1:], code.data[:5], b"\x00" + code.data[1:]):
+        with pytest.raises(FormatError):
+            fallback.decode(container.PlaneCode(container.INDEXED, 1, data), sym.shape)
+
+
 def test_deflate_hostile_streams():
     sym = np.zeros((8, 8, 1), np.uint8)
     good = _png_rows(sym, [0])
@@ -154,13 +185,13 @@ def test_no_fallback_is_the_old_format():
 
 
 def test_mixed_planes_rgba():
-    """RGBA: the network keeps the photo's colours while context mixing takes a two-level alpha."""
+    """RGBA: the network keeps the photo's colours while indexed colours take a two-level alpha."""
     rgb = synthetic.photo(np.random.default_rng(3), 48, 40)
     alpha = Image.fromarray(np.where(np.arange(48)[None, :] < 20, 255, 0).repeat(40, 0).astype(np.uint8))
     img = Image.merge("RGBA", (*rgb.split(), alpha))
     data = pxzip.compress(img)
     h, _ = container.unpack(data)
-    assert [c.method for c in h.coders] == [container.NETWORK, container.CMIX]
+    assert [c.method for c in h.coders] == [container.NETWORK, container.INDEXED]
     assert h.model_ids[1] == container.NO_MODEL and h.model_ids[0] != container.NO_MODEL
     assert np.array_equal(pxzip.decompress(data), np.asarray(img))
 
@@ -295,6 +326,7 @@ PINNED = {
     "fb-rgba": container.NETWORK,
     "fb-repeats": container.DEFLATE,
 }
+PINNED_SECOND = {"fb-rgba": container.INDEXED}  # the second plane's coder, where there is one
 
 
 @pytest.mark.parametrize("name", PINNED)
@@ -307,6 +339,7 @@ def test_pinned_format6_files(name):
     data = (EXPECTED / f"{name}.pxz").read_bytes()
     h, _ = container.unpack(data)
     assert data[2] >> 4 == 6 and h.coders[0].method == PINNED[name]
+    assert name not in PINNED_SECOND or h.coders[1].method == PINNED_SECOND[name]
     models = (
         None
         if name == "fb-rgba"

@@ -96,7 +96,7 @@ FALLBACK = ("fb-p", "fb-one", "fb-rgba", "fb-repeats")
 def fallbacks() -> None:
     """fb-*: format-6 files (plane coders) of the pinned models (`python tests/expected/make_expected.py
     fallback`; added with format 6): palette indices and a 1-bit page by context mixing, an RGBA image
-    whose photo-like colours the network keeps and whose two-level alpha context mixing takes, and
+    whose photo-like colours the network keeps and whose two-level alpha indexed colours take, and
     rows of noise repeated, which only PNG's deflate stream finds."""
     models = [zoo.load_file(HERE / f"{n}.safetensors") for n in ("pinned-pp-rgb", "pinned-gated-gray")]
     yy, xx = np.mgrid[0:30, 0:44]
