@@ -444,7 +444,8 @@ def cli() -> None:
 @click.option(
     "--fallback/--no-fallback",
     default=True,
-    help="also code each plane by context mixing and by its PNG deflate stream and keep the smallest "
+    help="also code each plane by context mixing (of values or indexed colours) and by its PNG deflate stream, "
+    "keep the smallest "
     "(format 6 where a fallback wins: no image costs more than its PNG plus a few bytes); "
     "--no-fallback writes files that pxzip before format 6 reads",
 )

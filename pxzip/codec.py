@@ -448,9 +448,10 @@ def compress(
     adapt: fit head offsets to every unit of at least head_offsets.MIN_FIT_PIXELS pixels and store them
     (format 5) where they save more than they cost; False writes files that pxzip before format 5
     reads.
-    fallback: also code every plane with the fallback coders (pxzip/fallback.py: context mixing, and
-    the plane's PNG deflate stream) and keep, per plane, whichever is smallest (format 6 when a
-    fallback wins): no image costs more than its planes' PNGs plus a few header bytes. False: the
+    fallback: also code every plane with the fallback coders (pxzip/fallback.py: context mixing, of the
+    values or of indexed colours, and the plane's PNG deflate stream) and keep, per plane, whichever is
+    smallest (format 6 when a fallback wins): no image costs more than its planes' PNGs plus a few
+    header bytes. False: the
     network only (files pxzip before format 6 reads). trace covers the network's coding of every plane,
     also of those a fallback then took (so ideal_bits(trace) is the network's own code length).
     device: where the network's sums run, "auto" (CUDA when present), "cpu" or "cuda[:N]"

@@ -87,8 +87,8 @@ NO_MODEL = b"\0\0"  # the model id of a slot no plane of the file is coded with 
 class PlaneCode:
     """How one plane is stored (a format-6 plane-coders entry): method, its parameter, its bytes."""
 
-    method: int  # NETWORK, CMIX or DEFLATE
-    param: int = 0  # CMIX: bits per symbol 1..8; DEFLATE: PNG bit depth (PNG_DEPTHS); NETWORK: 0
+    method: int  # NETWORK, CMIX, DEFLATE or INDEXED
+    param: int = 0  # CMIX: bits per symbol 1..8; INDEXED: bits per index 1..8; DEFLATE: a PNG bit depth; NETWORK: 0
     data: bytes = b""  # the coded plane (NETWORK: empty, its symbols are in the payload)
 
 
