@@ -8,7 +8,6 @@ import io
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -17,6 +16,7 @@ import numpy as np
 from pxzip import codec, container, metadata, zoo
 from pxzip import device as devices
 from pxzip.errors import PxzError, UnsupportedImageError, UsageError, describe
+from pxzip.files import check_output, write_atomic
 from pxzip.train_cli import ensemble as ensemble_cmd
 from pxzip.train_cli import sample as sample_cmd
 from pxzip.train_cli import train as train_cmd
@@ -41,17 +41,6 @@ def _device_option(f):
 
 def _err(msg: str) -> None:
     click.echo(f"pxzip: {msg}", err=True)
-
-
-def _check_output(path: str, force: bool) -> None:
-    """Refuse an output that exists (without --force) or is a directory, before any slow work."""
-    if path == "-":
-        return
-    out = Path(path)
-    if out.is_dir():
-        raise UsageError(f"{path} is a directory")
-    if out.exists() and not force:
-        raise UsageError(f"{path} already exists (use --force to overwrite)")
 
 
 def _is_terminal(stream) -> bool:
@@ -91,42 +80,6 @@ def _progress(enabled: bool, desc: str):
             bar.update(done - bar.n)
 
         yield update
-
-
-def _umask() -> int:
-    # os.umask can only be read by setting it; put it straight back.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_atomic(path: str, data: bytes | None, force: bool, save=None) -> None:
-    """Write `data` (or call save(tmp_path)) to path via a temp file + rename: never a partial file."""
-    if path == "-":
-        sys.stdout.buffer.write(data if data is not None else b"")
-        sys.stdout.buffer.flush()
-        return
-    _check_output(path, force)
-    out = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    except OSError as e:  # missing or read-only output folder: a user error, not a traceback
-        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if data is not None:
-                f.write(data)
-        if save is not None:
-            save(tmp)
-        # mkstemp creates the file 0600; give the output the permissions a plain open() would have
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, out)
-    except OSError as e:  # disk full, output turned into a directory meanwhile, ...
-        Path(tmp).unlink(missing_ok=True)
-        raise PxzError(f"cannot write {path}: {e.strerror or e}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_input(path: str) -> bytes:
@@ -196,7 +149,7 @@ def _run_each(
                 if key in taken:  # `compress a.png a.bmp` -> a.pxz twice: never overwrite our own output
                     raise UsageError(f"{out} is already the output of an earlier input")
                 taken.add(key)
-                _check_output(out, force)  # fail before the slow coding, not after
+                check_output(out, force)  # fail before the slow coding, not after
             todo.append((inp, out))
         except PxzError as e:
             _err(f"{inp}: {e}")

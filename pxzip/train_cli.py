@@ -15,6 +15,7 @@ import torch
 
 from pxzip import device as devices
 from pxzip.errors import UsageError
+from pxzip.files import check_output, write_atomic
 
 CIFAR10_CLASSES = 10  # labels of a --conditional model (CIFAR-10 classes); label 10 means "no label"
 
@@ -287,7 +288,6 @@ def sample(model_name, count, size, seed, output, label, per_class, device) -> N
 
     from pxzip import sample as smp
     from pxzip import zoo
-    from pxzip.cli import write_atomic
 
     devices.resolve(device)  # a missing GPU: exit 2 before any work
     m = zoo.load_model(model_name)
@@ -326,11 +326,10 @@ def ensemble(members, weights, name, output, force) -> None:
     """Combine trained models of one config into an ensemble: one model file whose tables are the
     weighted average of the members' (MEMBERS times the coding time; see README for when it pays)."""
     from pxzip import zoo
-    from pxzip.cli import _check_output, write_atomic
 
     if not output.endswith(".safetensors"):
         raise UsageError(f"-o {output}: a model file name ends in .safetensors")
-    _check_output(output, force)  # before loading and combining the members
+    check_output(output, force)  # before loading and combining the members
     models = [zoo.load_model(m) for m in members]
     if weights is None:
         prior = [1] * len(models)
