@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from pxzip import adapt as head_offsets
-from pxzip import container, fallback, metadata, network, planes, tables, wavefront, zoo
+from pxzip import container, engines, fallback, metadata, network, planes, tables, wavefront, zoo
 from pxzip import device as devices
 from pxzip.errors import ChecksumError, FormatError, UsageError
 
@@ -345,7 +345,7 @@ def decode_units(
         lane_off = np.concatenate(rows)
     if wave:
         return _decode_wave(model, shape, parts, out, progress, lanes, lane_off)
-    st = em.stepper(total, th, tw, device=em.device, labels=lanes)
+    st = engines.stepper(em, total, th, tw, device=em.device, labels=lanes)
     head = st.params_int if lane_off is None else (lambda j: head_offsets.apply(st.params_int(j), lane_off))
     vals = np.empty(total, np.int64)
     for i in range(th):
@@ -372,7 +372,7 @@ def _decode_wave(model: zoo.Model, shape, parts, out: np.ndarray, progress: Prog
     cfg, em = model.cfg, model.exact
     total = len(out)
     bounds = np.cumsum([0] + [n for _, n in parts])
-    ws = em.wave_stepper(total, th, tw, device=em.device, labels=lanes)
+    ws = engines.wave_stepper(em, total, th, tw, device=em.device, labels=lanes)
     done, end = 0, wavefront.num_steps(th, tw, ws.lag)
     for t in range(ws.start, end):
         rows = ws.advance(t)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pxzip import engines
 from pxzip.config import ModelConfig
 from pxzip.exact import ExactModel
 from pxzip.model import logistic_mixture_nll
@@ -120,7 +121,7 @@ class EnsembleStepper:
 
     def __init__(self, ens: ExactEnsemble, batch: int, height: int, width: int, device="cpu"):
         self.ens = ens
-        self.steppers = [m.stepper(batch, height, width, device) for m in ens.members]
+        self.steppers = [engines.stepper(m, batch, height, width, device) for m in ens.members]
 
     def start_row(self, i: int) -> None:
         for st in self.steppers:
@@ -142,7 +143,7 @@ class EnsembleWave:
 
     def __init__(self, ens: ExactEnsemble, tiles: int, height: int, width: int, device="cpu"):
         self.ens = ens
-        self.steppers = [m.wave_stepper(tiles, height, width, device) for m in ens.members]
+        self.steppers = [engines.wave_stepper(m, tiles, height, width, device) for m in ens.members]
         self.start, self.lag = self.steppers[0].start, self.steppers[0].lag
 
     def advance(self, t: int) -> range:

@@ -122,8 +122,8 @@ class ExactModel:
     """The integer network plus its lookup tables; everything the coder needs.
 
     The coder's interface (shared with ensemble.ExactEnsemble): `cfg` (the head the tables read),
-    `luts`, `prior` (None: one network), `tile_params` (encoder), `stepper` (raster decoder,
-    sampler) and `wave_stepper` (wavefront decoder).
+    `luts`, `prior` (None: one network), `tile_params` (encoder) and `device`; engines.py builds the
+    raster and wavefront decoders' executors for it.
     """
 
     prior = None  # member weights of an ensemble; a single network has none
@@ -234,22 +234,6 @@ class ExactModel:
     def tile_params(self, pixels: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder's parallel pass, see `tile_params`: (B, C, H, W) -> (B, P, H, W) integers."""
         return tile_params(self, pixels, labels)
-
-    def stepper(self, batch: int, height: int, width: int, device="cpu", labels=None):
-        """A cached raster-order executor for `batch` tiles of this shape (the decoder's engine)."""
-        if torch.device(device).type == "cpu":
-            from pxzip import raster  # raster builds on this module
-
-            return raster.Stepper(self, batch, height, width, labels)  # compiled kernels
-        return TorchStepper(self, batch, height, width, device, labels)
-
-    def wave_stepper(self, tiles: int, height: int, width: int, device="cpu", labels=None):
-        """A wavefront-order executor for `tiles` tiles of this shape (the format-4 decoder's engine)."""
-        from pxzip import wavefront  # wavefront builds on this module
-
-        if torch.device(device).type == "cpu":
-            return wavefront.WaveStepper(self, tiles, height, width, labels)  # compiled kernels
-        return wavefront.TorchWaveStepper(self, tiles, height, width, device, labels)
 
     @property
     def device(self) -> torch.device:

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from pxzip import device as devices
-from pxzip import tables
+from pxzip import engines, tables
 from pxzip.exact import ExactModel
 from pxzip.zoo import Model
 
@@ -42,7 +42,7 @@ def sample(
     c = cfg.in_channels
     out = np.zeros((n, height, width, c), np.uint8)
     lab = None if labels is None else torch.as_tensor(labels, dtype=torch.int64)
-    st = em.stepper(n, height, width, device=em.device, labels=lab)
+    st = engines.stepper(em, n, height, width, device=em.device, labels=lab)
     for i in range(height):
         st.start_row(i)
         for j in range(width):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pxzip import codec, container, tables, zoo
+from pxzip import codec, container, engines, tables, zoo
 from pxzip.config import ModelConfig
 from pxzip.errors import ChecksumError, FormatError
 from pxzip.exact import ExactModel, tile_params
@@ -69,7 +69,7 @@ def test_encoder_pass_equals_decoder_steps_with_mixed_labels(arch, c):
     assert not torch.equal(tile_params(em, x, torch.zeros(5, dtype=torch.int64)), whole)
     prm = whole.to(torch.int64).numpy().transpose(0, 2, 3, 1).reshape(-1, whole.shape[1])
     enc = tables.head_freqs_all(prm, px.reshape(-1, c), em.cfg, em.luts).reshape(5, 4, 5, c, 256)
-    st = em.stepper(5, 4, 5, labels=labels)
+    st = engines.stepper(em, 5, 4, 5, labels=labels)
     for i in range(4):
         st.start_row(i)
         for j in range(5):

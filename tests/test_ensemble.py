@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 import pxzip
-from pxzip import tables, zoo
+from pxzip import engines, tables, zoo
 from pxzip.cli import cli
 from pxzip.config import ModelConfig
 from pxzip.ensemble import ExactEnsemble, FloatEnsemble, combine_heads
@@ -63,7 +63,7 @@ def test_encoder_and_decoder_tables_identical(ens):
     prm = em.tile_params(torch.from_numpy(px.transpose(0, 3, 1, 2).copy())).to(torch.int64).numpy()
     prm = prm.transpose(0, 2, 3, 1).reshape(b * h * w, -1)
     enc = tables.head_freqs_all(prm, px.reshape(-1, c), em.cfg, em.luts, em.prior).reshape(b, h, w, c, 256)
-    st = em.stepper(b, h, w)
+    st = engines.stepper(em, b, h, w)
     for i in range(h):
         st.start_row(i)
         for j in range(w):
@@ -189,7 +189,7 @@ def test_members_must_match(tmp_path, ens):
     with pytest.raises(ValueError, match="single networks"):
         zoo.save_ensemble(tmp_path / "bad.safetensors", [a, ens], [1, 1], "bad")
     with pytest.raises(ValueError, match="no label"):
-        ens.exact.stepper(1, 2, 2, labels=torch.zeros(1, dtype=torch.int64))
+        engines.stepper(ens.exact, 1, 2, 2, labels=torch.zeros(1, dtype=torch.int64))
     with pytest.raises(ValueError, match="no label"):
         FloatEnsemble([a.float_model(), a.float_model()], [1, 1])(torch.zeros(1, 3, 2, 2), torch.zeros(1))
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pxzip import tables
+from pxzip import engines, tables
 from pxzip.config import ModelConfig
 from pxzip.exact import ExactModel, tile_params
 from pxzip.model import PixelCNN
@@ -112,7 +112,7 @@ def test_thread_count_does_not_change_values(exact_model):
 def _decoder_tables(em: ExactModel, pixels: np.ndarray) -> np.ndarray:
     """Tables as the decoder builds them: cached stepper, one position at a time. pixels (B,H,W,C)."""
     b, h, w, c = pixels.shape
-    st = em.stepper(b, h, w)
+    st = engines.stepper(em, b, h, w)
     out = np.zeros((b, h, w, c, 256), np.int64)
     for i in range(h):
         st.start_row(i)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pxzip import kernels, raster, tables, wavefront
+from pxzip import engines, kernels, raster, tables, wavefront
 from pxzip.config import ModelConfig
 from pxzip.exact import CLAMP, ExactModel, TorchStepper, make_luts
 from pxzip.model import PixelCNN
@@ -125,9 +125,9 @@ def test_compiled_wave_stepper_equals_torch_wave_stepper(arch, c, k, classes):
 
 def test_stepper_choice_follows_the_device():
     em = exact("pixelcnnpp", 3, 3)
-    assert isinstance(em.stepper(1, 2, 2), raster.Stepper)
-    assert isinstance(em.wave_stepper(1, 2, 2), wavefront.WaveStepper)
-    assert isinstance(em.stepper(1, 2, 2, device="meta"), TorchStepper)
+    assert isinstance(engines.stepper(em, 1, 2, 2), raster.Stepper)
+    assert isinstance(engines.wave_stepper(em, 1, 2, 2), wavefront.WaveStepper)
+    assert isinstance(engines.stepper(em, 1, 2, 2, device="meta"), TorchStepper)
 
 
 def test_unsaturated_edges_are_exact_bounds():

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import pxzip
-from pxzip import codec, container, network, wavefront, zoo
+from pxzip import codec, container, engines, network, wavefront, zoo
 from pxzip.config import ModelConfig
 from pxzip.exact import ExactModel, tile_params
 from pxzip.model import PixelCNN
@@ -32,7 +32,7 @@ def wave_params(em, x: torch.Tensor, labels=None) -> torch.Tensor:
     For gated models the channel c logits are taken after channels < c are set, as the decoder does.
     """
     n, c, h, w = x.shape
-    ws = em.wave_stepper(n, h, w, labels=labels)
+    ws = engines.wave_stepper(em, n, h, w, labels=labels)
     out = torch.zeros(n, em.cfg.num_params_out, h, w, dtype=torch.float64)
     gated = em.cfg.arch == "gated"
     for t in range(ws.start, wavefront.num_steps(h, w, ws.lag)):
