@@ -1,4 +1,5 @@
-"""Coders besides the network for one plane (context mixing, PNG's deflate): the encoder keeps the cheapest.
+"""Coders besides the network for one plane (context mixing, indexed colours, PNG's deflate); the encoder
+keeps the cheapest.
 
 The network codes photographs far better than any classical codec, but a plane it never learned
 (palette indices, 1-bit scans, flat graphics, noise) can cost more than its PNG. Format 6 lets each
@@ -49,6 +50,7 @@ def bits_for(symbols: np.ndarray) -> int:
 
 
 def encode_cmix(symbols: np.ndarray) -> PlaneCode:
+    """The plane's symbols by context mixing, in as few bits per symbol as hold them."""
     nbits = bits_for(symbols)
     return PlaneCode(CMIX, nbits, cmix.encode(symbols, nbits))
 
@@ -61,12 +63,12 @@ def encode_indexed(symbols: np.ndarray) -> PlaneCode | None:
     """The plane as its distinct colours plus context mixing of the colour indices; None when it has more
     colours than an index holds (or, one channel, more levels than pay)."""
     h, w, c = symbols.shape
-    flat = symbols.reshape(-1, c).astype(np.uint32)
-    keys = flat @ (np.array([1 << 16, 1 << 8, 1], np.uint32)[-c:])  # one integer per colour (c is 1 or 3)
+    flat = symbols.reshape(-1, c)
+    weights = np.array([1 << 16, 1 << 8, 1], np.uint32)[-c:]  # one integer per colour (c is 1 or 3)
     limit = MAX_INDEXED if c > 1 else MAX_INDEXED_GRAY
-    if len(np.unique(keys[:: max(1, len(keys) // 4096)])) > limit:  # a photo: no need to sort it all
-        return None
-    uniq, index = np.unique(keys, return_inverse=True)
+    if len(np.unique(flat[:: max(1, len(flat) // 4096)].astype(np.uint32) @ weights)) > limit:
+        return None  # a photo: a sample of its pixels already has too many colours
+    uniq, index = np.unique(flat.astype(np.uint32) @ weights, return_inverse=True)
     if len(uniq) > limit:
         return None
     colours = ((uniq[:, None] >> np.array([16, 8, 0], np.uint32)[-c:]) & 255).astype(np.uint8)  # (n, c)
