@@ -28,7 +28,7 @@ from numba import njit
 from PIL import Image
 
 from pxzip import cmix
-from pxzip.container import CMIX, DEFLATE, INDEXED, PNG_DEPTHS, PlaneCode, varint
+from pxzip.container import CMIX, DEFLATE, INDEXED, PNG_DEPTHS, PlaneCode, _Reader, varint
 from pxzip.errors import FormatError
 
 _PNG_COLOR = {1: (0, 3), 3: (2,)}  # channels -> PNG colour types the plane may be written as
@@ -87,16 +87,10 @@ def decode_indexed(code: PlaneCode, shape: tuple[int, int, int]) -> np.ndarray:
     """An INDEXED entry -> symbols (H, W, C) uint8; FormatError when its colour table or indices are bad."""
     h, w, c = shape
     data = code.data
-    n, pos, k = 0, 0, 0
-    while True:  # varint: the number of colours
-        if pos >= len(data) or k > 1:
-            raise FormatError("corrupt pxz file: an indexed plane's colour count is truncated or too long")
-        byte = data[pos]
-        n |= (byte & 0x7F) << (7 * k)
-        pos, k = pos + 1, k + 1
-        if not byte & 0x80:
-            break
-    if not 1 <= n <= MAX_INDEXED or n > 1 << code.param or len(data) < pos + n * c or varint(n) != data[:pos]:
+    reader = _Reader(data)  # the header's bounds-checked varint reader (shortest form only)
+    n = reader.varint("indexed plane colour count")
+    pos = reader.pos
+    if not 1 <= n <= MAX_INDEXED or n > 1 << code.param or len(data) < pos + n * c:
         raise FormatError(f"corrupt pxz file: an indexed plane with {n} colours for {code.param}-bit indices")
     colours = np.frombuffer(data[pos : pos + n * c], np.uint8).reshape(n, c)
     idx, used = cmix.decode(data[pos + n * c :], (h, w, 1), code.param)
