@@ -1,4 +1,5 @@
-"""Classical lossless codecs (PNG, WebP, JPEG XL) as baselines, each image coded on its own."""
+"""Classical lossless codecs (PNG, WebP, JPEG XL; TIFF Group 4 for bilevel images) as baselines, each
+image coded on its own."""
 
 from __future__ import annotations
 
@@ -13,12 +14,27 @@ from PIL import Image, features
 from pxzip.errors import describe
 
 # Every name run_baselines understands, available or not on this machine.
-KNOWN_CODECS = ("png", "webp", "jxl-e7", "jxl-e9")
+KNOWN_CODECS = ("png", "webp", "jxl-e7", "jxl-e9", "tiff-g4")
+
+
+def _bilevel_image(img: np.ndarray) -> Image.Image:
+    """A bool (H, W) array as a mode "1" PIL image."""
+    h, w = img.shape
+    return Image.frombytes("1", (w, h), np.packbits(img, axis=1).tobytes())
+
+
+def _as_8bit(img: np.ndarray) -> np.ndarray:
+    """Bilevel pixels as gray 0/255 (for codecs without a 1-bit mode), anything else as it is."""
+    img = _as_2d_or_rgb(img)
+    return img.astype(np.uint8) * np.uint8(255) if img.dtype == np.bool_ else img
 
 
 def _as_2d_or_rgb(img: np.ndarray) -> np.ndarray:
-    """Validate a uint8 (H, W), (H, W, 1) or (H, W, 3) image; gray comes back as (H, W)."""
+    """Validate a uint8 (H, W), (H, W, 1) or (H, W, 3) image; gray comes back as (H, W).
+    A bool (H, W) image (bilevel, True = white) comes back as it is."""
     img = np.asarray(img)
+    if img.dtype == np.bool_ and img.ndim == 2:
+        return np.ascontiguousarray(img)
     if img.dtype != np.uint8:
         raise ValueError(f"expected uint8 pixels, got {img.dtype}")
     if img.ndim == 3 and img.shape[2] == 1:
@@ -49,13 +65,35 @@ class PNG(Codec):
     name = "png"
 
     def encode(self, img: np.ndarray) -> bytes:
+        arr = _as_2d_or_rgb(img)
+        pil = _bilevel_image(arr) if arr.dtype == np.bool_ else Image.fromarray(arr)  # 1-bit PNG for bilevel
         buf = io.BytesIO()
-        Image.fromarray(_as_2d_or_rgb(img)).save(buf, format="PNG", optimize=True)
+        pil.save(buf, format="PNG", optimize=True)
         return buf.getvalue()
 
     def decode(self, data: bytes) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as im:
+            if im.mode == "1":
+                return np.asarray(im, dtype=np.bool_)
             return np.asarray(im.convert("L" if im.mode == "L" else "RGB"))
+
+
+class TiffG4(Codec):
+    """CCITT Group 4 (T.6) in TIFF through Pillow's libtiff: the fax and document codec, bilevel only."""
+
+    name = "tiff-g4"
+
+    def encode(self, img: np.ndarray) -> bytes:
+        arr = _as_2d_or_rgb(img)
+        if arr.dtype != np.bool_:
+            raise ValueError("Group 4 codes bilevel images only")
+        buf = io.BytesIO()
+        _bilevel_image(arr).save(buf, format="TIFF", compression="group4")
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> np.ndarray:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im, dtype=np.bool_)
 
 
 class WebP(Codec):
@@ -67,7 +105,7 @@ class WebP(Codec):
     name = "webp"
 
     def encode(self, img: np.ndarray) -> bytes:
-        arr = _as_2d_or_rgb(img)
+        arr = _as_8bit(img)
         im = Image.fromarray(arr).convert("RGB")
         buf = io.BytesIO()
         im.save(buf, format="WEBP", lossless=True, quality=100, method=6)
@@ -88,7 +126,7 @@ class JXL(Codec):
     def encode(self, img: np.ndarray) -> bytes:
         import imagecodecs
 
-        arr = _as_2d_or_rgb(img)
+        arr = _as_8bit(img)
         return bytes(imagecodecs.jpegxl_encode(arr, lossless=True, effort=self.effort, numthreads=1))
 
     def decode(self, data: bytes) -> np.ndarray:
@@ -107,6 +145,8 @@ def _jxl_available() -> bool:
 
 def _available_codecs() -> dict[str, Codec]:
     codecs: dict[str, Codec] = {"png": PNG()}
+    if features.check("libtiff"):
+        codecs["tiff-g4"] = TiffG4()
     if features.check("webp"):
         codecs["webp"] = WebP()
     # imagecodecs is an optional extra: without it the JPEG XL rows are simply absent.
@@ -128,6 +168,8 @@ def same_pixels(original: np.ndarray, decoded: np.ndarray) -> bool:
     """True if decoded holds exactly the original pixels (gray may come back as equal RGB)."""
     orig = _as_2d_or_rgb(original)
     dec = np.asarray(decoded)
+    if orig.dtype == np.bool_ and dec.dtype != np.bool_:  # a bilevel image through an 8-bit codec: 0 / 255
+        orig = orig.astype(np.uint8) * np.uint8(255)
     if dec.ndim == 3 and dec.shape[2] == 1:
         dec = dec[:, :, 0]
     if orig.ndim == 2 and dec.ndim == 3 and dec.shape[2] == 3:

@@ -89,6 +89,8 @@ from pxzip.errors import UsageError, describe
 
 SCHEMA = "pxzip-bench-1"
 DEFAULT_BASELINES = ("png", "webp", "jxl-e7")
+BILEVEL_BASELINES = ("png", "tiff-g4")  # the default when every image is bilevel
+DATASETS = ("cifar10", "mnist")  # `pxzip bench NAME`
 DEFAULT_BATCH = 256
 NLL_POSITIONS = 1 << 16  # pixels per float forward pass (bounds the NLL pass's memory)
 STAGES = ("nll", "ideal", "payload", "file")
@@ -103,7 +105,8 @@ _GRAY_MODES = {"L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 @dataclass
 class Item:
-    """One benchmark image: a name and its pixels, (H, W, 3) RGB or (H, W) gray, uint8."""
+    """One benchmark image: a name and its pixels, (H, W, 3) RGB or (H, W) gray, uint8, or (H, W)
+    bool for a bilevel image (mode "1", True = white)."""
 
     name: str
     pixels: np.ndarray
@@ -115,7 +118,15 @@ class Item:
 
     @property
     def kind(self) -> str:
+        if self.pixels.dtype == np.bool_:
+            return "bilevel"
         return "gray" if self.channels == 1 else "rgb"
+
+    @property
+    def plane(self) -> np.ndarray:
+        """The pixels as the coded plane (H, W, C) uint8 (bilevel: 0 and 255, as planes.split makes them)."""
+        px = self.pixels.astype(np.uint8) * np.uint8(255) if self.kind == "bilevel" else self.pixels
+        return px if px.ndim == 3 else px[:, :, None]
 
 
 # -- sources -----------------------------------------------------------------------------------
@@ -140,6 +151,21 @@ def cifar_items(
     return items, {"data_dir": str(root), "split": split, "limit": limit}
 
 
+def mnist_items(
+    data_dir: str | Path | None = None, split: str = "test", limit: int | None = None, download: bool = False
+) -> tuple[list[Item], dict]:
+    """Binarised MNIST (`mnist.binarize`: ink >= 128 is white) as bilevel items."""
+    from pxzip import mnist
+
+    root = Path(data_dir) if data_dir is not None else mnist.default_dir()
+    if download:
+        mnist.download(root)
+    images, labels = mnist.load(root, split, limit)
+    bits = mnist.binarize(images)
+    items = [Item(f"{split}[{i}]", im, int(lab)) for i, (im, lab) in enumerate(zip(bits, labels))]
+    return items, {"data_dir": str(root), "split": split, "limit": limit, "binarized": f">= {mnist.THRESHOLD}"}
+
+
 def _load_file(path: Path) -> np.ndarray:
     from PIL import Image
 
@@ -148,6 +174,8 @@ def _load_file(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
+            if im.mode == "1":  # bilevel: coded as such by pxzip, and by the bilevel baselines
+                return np.asarray(im, dtype=np.bool_).copy()
             if im.mode in _GRAY_MODES:
                 if im.mode.startswith("I") or im.mode == "F":
                     raise UnsupportedImageError(f"{path}: {im.mode} images are not 8-bit")
@@ -182,11 +210,15 @@ def load_sources(
     if tuple(sources) == ("cifar10",):
         items, source = cifar_items(data_dir, split, limit, download)
         return items, f"cifar10-{split}", source
-    if "cifar10" in sources:
-        raise UsageError("cifar10 cannot be mixed with paths (for a folder named cifar10, write ./cifar10)")
+    if tuple(sources) == ("mnist",):
+        items, source = mnist_items(data_dir, split, limit, download)
+        return items, f"mnist-{split}", source
+    for name in DATASETS:
+        if name in sources:
+            raise UsageError(f"{name} cannot be mixed with paths (for a folder named {name}, write ./{name})")
     if cifar_options:
         opts = ", ".join("--" + o.replace("_", "-") for o in cifar_options)
-        raise UsageError(f"{opts} can only be used with `pxzip bench cifar10`")
+        raise UsageError(f"{opts} can only be used with `pxzip bench cifar10` or `pxzip bench mnist`")
     items, source = file_items(sources, limit)
     return items, "files", source
 
@@ -218,6 +250,8 @@ def resolve_models(items: Sequence[Item], models=None) -> list[zoo.Model]:
         if m.kind in chosen and chosen[m.kind].sha256 != m.sha256:
             raise UsageError(f"two {m.kind} models given ({chosen[m.kind].name}, {m.name}): give one per kind")
         chosen[m.kind] = m
+    if "bilevel" not in chosen and "gray" in chosen:  # as codec.compress: a gray model codes 1-bit planes too
+        chosen["bilevel"] = chosen["gray"]
     return [chosen.get(it.kind) or zoo.default_model(it.kind, *it.pixels.shape[:2]) for it in items]
 
 
@@ -227,8 +261,8 @@ def peak_rss_mb() -> float:
 
 
 def _tiles(pixels: np.ndarray, tile: int | None, order: str = "auto") -> list[np.ndarray]:
-    """The tiles the codec codes the image in, each (th, tw, C)."""
-    plane = pixels if pixels.ndim == 3 else pixels[:, :, None]
+    """The tiles the codec codes the image (an `Item.plane`, (H, W, C)) in, each (th, tw, C)."""
+    plane = pixels
     h, w = plane.shape[:2]
     log2 = codec.choose_tile_log2(h, w, tile, codec.choose_order(h, w, order))
     out = []
@@ -239,8 +273,10 @@ def _tiles(pixels: np.ndarray, tile: int | None, order: str = "auto") -> list[np
 
 
 def _loss(cfg):
-    from pxzip.model import logistic_mixture_nll, softmax_nll
+    from pxzip.model import bernoulli_nll, logistic_mixture_nll, softmax_nll
 
+    if cfg.bilevel:
+        return bernoulli_nll
     if cfg.arch == "gated":
         return softmax_nll
     return lambda out, px: logistic_mixture_nll(out, px, cfg)
@@ -265,7 +301,7 @@ def float_nll_bits(
         if m.sha256 not in floats:
             floats[m.sha256] = m.float_model()
         lab = labels[idx] if labels is not None and m.cfg.num_classes else None
-        for t in _tiles(it.pixels, tile, order):
+        for t in _tiles(it.plane, tile, order):
             groups.setdefault((m.sha256, t.shape, lab), []).append((idx, t))
     with torch.no_grad():
         for (sha, shape, lab), jobs in groups.items():
@@ -389,6 +425,8 @@ def _measure(
             if dec is None:
                 continue
             orig = items[i].pixels
+            if orig.dtype == np.bool_ and dec.dtype == np.uint8 and dec.shape == orig.shape:  # mode "1" as 0/1
+                dec = dec.astype(np.bool_) if bool((dec <= 1).all()) else dec
             exact[i] = dec.shape == orig.shape and dec.dtype == orig.dtype and bool(np.array_equal(dec, orig))
             if not exact[i]:
                 diff = "shape differs" if dec.shape != orig.shape else f"{int((dec != orig).sum())} values differ"
@@ -665,7 +703,11 @@ def format_report(r: dict) -> str:
     shapes = sorted({(h, w, c) for h, w, c in zip(im["height"], im["width"], im["channels"])})
     shape_text = f"{shapes[0][0]}x{shapes[0][1]}x{shapes[0][2]}" if len(shapes) == 1 else f"{len(shapes)} sizes"
     src = r["source"]
-    what = f"CIFAR-10 {src.get('split')} from {src.get('data_dir')}" if r["dataset"].startswith("cifar10") else "files"
+    what = "files"
+    if r["dataset"].startswith("cifar10"):
+        what = f"CIFAR-10 {src.get('split')} from {src.get('data_dir')}"
+    elif r["dataset"].startswith("mnist"):
+        what = f"binarised MNIST {src.get('split')} (ink {src.get('binarized')}) from {src.get('data_dir')}"
     models = ", ".join(f"{name} ({m['kind']}, id {m['id']})" for name, m in r["models"].items())
     lines = [f"pxzip bench: {what}, {r['n']} images ({shape_text}); models {models}", ""]
 

@@ -672,14 +672,18 @@ def list_models() -> None:
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False),
-    help="CIFAR-10 folder [default: $PXZIP_DATA/cifar10, else ../shared/data/cifar10 or ./shared/data/cifar10 "
-    "from the current folder, else ./data/cifar10]",
+    help="CIFAR-10 (MNIST) folder [default: $PXZIP_DATA/cifar10 (mnist), else ../shared/data/cifar10 or "
+    "./shared/data/cifar10 from the current folder, else ./data/cifar10]",
 )
-@click.option("--download", is_flag=True, help="download CIFAR-10 into --data-dir first (md5-checked)")
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", help="CIFAR-10 split")
+@click.option("--download", is_flag=True, help="download CIFAR-10 or MNIST into --data-dir first (md5-checked)")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", help="CIFAR-10 or MNIST split")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="only the first N images")
 @click.option("-m", "--model", "model_names", multiple=True, help="model name or file (one per plane kind)")
-@click.option("--baselines", default="png,webp,jxl-e7", help="comma list of png, webp, jxl-e7, jxl-e9; or none")
+@click.option(
+    "--baselines",
+    default=None,
+    help="comma list of png, webp, jxl-e7, jxl-e9, tiff-g4; or none [default: png,webp,jxl-e7; png,tiff-g4 for 1-bit images]",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write every number as JSON")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="per-image bits/dim histogram (PNG)")
 @click.option("--batch", type=click.IntRange(min=1), default=256, help="images per decompress_many call")
@@ -716,7 +720,8 @@ def bench(
     label,
     device,
 ) -> None:
-    """Benchmark on CIFAR-10 (`bench cifar10`) or on image files and folders (`bench PATH...`).
+    """Benchmark on CIFAR-10 (`bench cifar10`), binarised MNIST (`bench mnist`) or image files and
+    folders (`bench PATH...`).
 
     Every image is compressed and decoded again; a failed or inexact round trip exits 1.
     Reports bits/dim (float NLL, exact tables' ideal length, payload, whole file), speed,
@@ -741,6 +746,8 @@ def bench(
     ctx = click.get_current_context()
     cifar_opts = [o for o in ("data_dir", "download", "split") if ctx.get_parameter_source(o).name == "COMMANDLINE"]
     items, dataset, source = B.load_sources(sources, data_dir, download, split, limit, cifar_opts)
+    if baselines is None and all(it.kind == "bilevel" for it in items):
+        names = list(B.BILEVEL_BASELINES)
     report = B.run(
         items,
         list(model_names),

@@ -402,9 +402,11 @@ def _decode_wave(model: zoo.Model, shape, parts, out: np.ndarray, progress: Prog
 
 
 def _models_for(slots, given: list[zoo.Model], height: int, width: int) -> dict[str, zoo.Model]:
-    """Slot kind -> model for compression: a given model fills its kind, the defaults for an image
-    of this size the rest."""
+    """Slot kind -> model for compression: a given model fills its kind (a given gray model also
+    the bilevel slot, when no bilevel model is given), the defaults for an image of this size the rest."""
     chosen = {m.kind: m for m in given}
+    if "bilevel" not in chosen and "gray" in chosen:
+        chosen["bilevel"] = chosen["gray"]
     return {kind: chosen.get(kind) or zoo.default_model(kind, height, width) for kind in slots}
 
 
@@ -433,7 +435,8 @@ def compress(
     """Losslessly compress an image (PIL image or uint8 numpy array) to .pxz bytes.
 
     model: None (shipped defaults), a zoo name, a path, a loaded Model, or a list of them (one per
-    plane kind, "rgb" and/or "gray"). tile: tile side (power of two) or 0 for one tile.
+    plane kind, "rgb", "gray" and/or "bilevel"; a gray model also codes 1-bit planes when no bilevel
+    model is given). tile: tile side (power of two) or 0 for one tile.
     trace: if a list, int64 arrays are appended to it holding, in coding order, the exact
     frequency (out of 2**tables.PRECISION) the coder used for every coded symbol: the ideal code
     length is `ideal_bits(trace)`. Tracing never changes the bytes.
@@ -639,7 +642,7 @@ def _open(data: bytes, given: list[zoo.Model], dev: torch.device | None = None) 
     models = {kind: zoo.find_by_id(mid, given) for kind, mid in zip(slots, header.model_ids) if kind in used}
     models = {kind: m.on(dev or torch.device("cpu")) for kind, m in models.items()}
     for kind, m in models.items():
-        if m.kind != kind:
+        if not container.slot_accepts(kind, m.kind):
             raise FormatError(f"model {m.name} codes {m.kind} planes, but this file needs a {kind} model")
     if header.label is not None:
         classes = _classes(models.values())

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 ARCHS = ("pixelcnnpp", "gated")
+HEADS = ("", "bernoulli")  # "": the arch's own head; "bernoulli": one logit per pixel (bilevel planes of 0/255)
 # log-scale range of the logistic mixture: the float loss floors at the minimum (as PixelCNN++),
 # the exact tables clamp to both ends (their inverse-scale lookup table spans exactly this range)
 LOG_SCALE_MIN, LOG_SCALE_MAX = -7, 7
@@ -24,6 +25,7 @@ class ModelConfig:
     act_bits: int = 10  # exact model: fractional bits of every activation (fixed point 2**-act_bits)
     weight_bits: int = 12  # exact model: |integer weight| < 2**weight_bits per output channel
     num_classes: int = 0  # class-conditional with labels 0..N-1, plus label N = "no label" (0: unconditional)
+    head: str = ""  # "": the arch's head (256-way softmax / logistic mixture); "bernoulli": P(white) per pixel
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -36,6 +38,10 @@ class ModelConfig:
             raise ValueError("num_hierarchies > 1 is not supported by the exact coder (format 1)")
         if not 0 <= self.num_classes <= 255:
             raise ValueError("num_classes must be in 0..255 (a file stores the label in one byte)")
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r} (choose from {', '.join(repr(h) for h in HEADS)})")
+        if self.head == "bernoulli" and (self.arch != "gated" or self.in_channels != 1):
+            raise ValueError("a bernoulli head needs arch 'gated' and in_channels 1 (bilevel planes)")
         if self.num_filters < self.in_channels or self.num_resnet < 1 or self.num_logistic_mix < 1:
             raise ValueError("num_filters, num_resnet and num_logistic_mix must be positive")
 
@@ -43,9 +49,16 @@ class ModelConfig:
     def num_params_out(self) -> int:
         """Channels of the head's output per pixel."""
         c, k = self.in_channels, self.num_logistic_mix
+        if self.bilevel:
+            return 1  # the logit of "white" (255)
         if self.arch == "gated":
             return 256 * c
         return k * (1 + 2 * c + (3 if c == 3 else 0))  # logits, means, log-scales, RGB coefficients
+
+    @property
+    def bilevel(self) -> bool:
+        """A model of planes holding only 0 and 255 (mode "1" images)."""
+        return self.head == "bernoulli"
 
     @property
     def null_label(self) -> int:
@@ -56,6 +69,8 @@ class ModelConfig:
         d = asdict(self)
         if not self.num_classes:
             del d["num_classes"]  # unconditional configs keep the JSON they had before labels existed
+        if not self.head:
+            del d["head"]  # likewise for the configs from before bilevel heads
         return json.dumps(d, sort_keys=True)
 
     @classmethod

@@ -93,10 +93,17 @@ class PlaneCode:
 
 
 def plane_slots(mode: str, palette_as_rgb: bool = False) -> tuple[str, ...]:
-    """The model kind ("rgb"/"gray") of each coded plane of ``mode``, in coding order (planes.plane_kinds)."""
+    """The model kind ("rgb"/"gray"/"bilevel") of each coded plane of ``mode``, in coding order
+    (planes.plane_kinds)."""
     if mode == "P":
         return ("rgb",) if palette_as_rgb else ("gray",)
-    return {"L": ("gray",), "LA": ("gray", "gray"), "RGB": ("rgb",), "RGBA": ("rgb", "gray"), "1": ("gray",)}[mode]
+    return {"L": ("gray",), "LA": ("gray", "gray"), "RGB": ("rgb",), "RGBA": ("rgb", "gray"), "1": ("bilevel",)}[mode]
+
+
+def slot_accepts(slot: str, kind: str) -> bool:
+    """Whether a model of ``kind`` may code the planes of a ``slot``: its own kind, and for the
+    bilevel slot of mode "1" also a gray model (how pxzip coded 1-bit images before bilevel models)."""
+    return kind == slot or (slot == "bilevel" and kind == "gray")
 
 
 def used_slots(h: Header) -> set[str]:
@@ -108,15 +115,17 @@ def used_slots(h: Header) -> set[str]:
 
 
 def model_slots(mode: str, palette_as_rgb: bool = False) -> tuple[str, ...]:
-    """Model kinds ("rgb"/"gray") whose ids the header stores for ``mode``, in order."""
+    """Model kinds ("rgb"/"gray"/"bilevel") whose ids the header stores for ``mode``, in order."""
     if mode == "RGB":
         return ("rgb",)
     if mode == "RGBA":
         return ("rgb", "gray")
     if mode == "P":
         return ("rgb",) if palette_as_rgb else ("gray",)
-    if mode in ("L", "LA", "1"):
+    if mode in ("L", "LA"):
         return ("gray",)
+    if mode == "1":
+        return ("bilevel",)
     raise ValueError(f"unknown mode {mode!r}")
 
 

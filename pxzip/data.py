@@ -138,7 +138,16 @@ def _check_members(members: Iterable[tarfile.TarInfo]) -> None:
             raise UsageError(f"unsupported member type in archive: {m.name!r}")
 
 
-def _fetch(url: str, dest: Path, md5: str | None, progress: bool) -> None:
+def md5_of(path: Path) -> str:
+    """The md5 hex digest of a file, read in chunks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(url: str, dest: Path, md5: str | None, progress: bool, desc: str = "CIFAR-10") -> None:
     """Stream url into dest, checking md5; raises UsageError on failure."""
     from pxzip.errors import UsageError
 
@@ -154,7 +163,7 @@ def _fetch(url: str, dest: Path, md5: str | None, progress: bool) -> None:
                     total=int(total) if total else None,
                     unit="B",
                     unit_scale=True,
-                    desc="CIFAR-10",
+                    desc=desc,
                     file=sys.stderr,
                 )
             try:
@@ -193,7 +202,7 @@ def download_cifar10(
     # (disk full) leaves no partial batches folder that a later run would take for the data set
     staging = Path(tempfile.mkdtemp(prefix=".cifar10-extract-", dir=root))
     try:
-        _fetch(url, tmp, md5, progress)
+        fetch(url, tmp, md5, progress)
         try:
             with tarfile.open(tmp, "r:*") as tar:
                 members = tar.getmembers()
@@ -240,7 +249,7 @@ def image_files(paths: Iterable[str | Path]) -> list[Path]:
     return sorted(result)
 
 
-def _load_image(path: Path, gray: bool) -> np.ndarray:
+def load_image(path: Path, gray: bool) -> np.ndarray:
     from pxzip.errors import UsageError, describe
 
     try:
@@ -255,8 +264,9 @@ def _load_image(path: Path, gray: bool) -> np.ndarray:
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 
-class RandomCrops(torch.utils.data.IterableDataset):
-    """Random (size x size) crops, with random horizontal flips, of images held in memory.
+class ArrayCrops(torch.utils.data.IterableDataset):
+    """Random (size x size) crops, with random horizontal flips, of (H, W, C) uint8 arrays, as
+    (C, size, size) tensors.
 
     Images are chosen with probability proportional to their area, so every pixel is about
     equally likely to be sampled. With a seed, each iteration yields the same sequence
@@ -265,10 +275,9 @@ class RandomCrops(torch.utils.data.IterableDataset):
 
     def __init__(
         self,
-        files: Sequence[str | Path],
+        images: Sequence[np.ndarray],
         size: int,
         *,
-        gray: bool = False,
         seed: int | None = None,
         flip: bool = True,
         length: int | None = None,
@@ -279,21 +288,19 @@ class RandomCrops(torch.utils.data.IterableDataset):
         if size < 1:
             raise UsageError(f"crop size must be >= 1, got {size}")
         self.size = size
-        self.gray = gray
         self.seed = seed
         self.flip = flip
         self.length = length
         # Images smaller than the crop cannot give one; skip them rather than pad.
-        images = [_load_image(Path(f), gray) for f in files]
         self.images = [im for im in images if im.shape[0] >= size and im.shape[1] >= size]
         if not self.images:
-            raise UsageError(f"no image of at least {size}x{size} among {len(images)} files")
+            raise UsageError(f"no image of at least {size}x{size} among {len(images)}")
         areas = np.array([im.shape[0] * im.shape[1] for im in self.images], dtype=np.float64)
         self._weights = areas / areas.sum()
 
     def __len__(self) -> int:
         if self.length is None:
-            raise TypeError("RandomCrops without length is infinite")
+            raise TypeError("crops without a length are endless")
         return self.length
 
     def __iter__(self) -> Iterator[torch.Tensor]:
@@ -313,6 +320,31 @@ class RandomCrops(torch.utils.data.IterableDataset):
                 crop = crop[:, ::-1]
             yield torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))
             produced += 1
+
+
+class RandomCrops(ArrayCrops):
+    """`ArrayCrops` of image files, read as RGB (or gray with ``gray=True``)."""
+
+    def __init__(
+        self,
+        files: Sequence[str | Path],
+        size: int,
+        *,
+        gray: bool = False,
+        seed: int | None = None,
+        flip: bool = True,
+        length: int | None = None,
+    ) -> None:
+        from pxzip.errors import UsageError
+
+        if size < 1:
+            raise UsageError(f"crop size must be >= 1, got {size}")
+        self.gray = gray
+        images = [load_image(Path(f), gray) for f in files]
+        try:
+            super().__init__(images, size, seed=seed, flip=flip, length=length)
+        except UsageError:
+            raise UsageError(f"no image of at least {size}x{size} among {len(images)} files") from None
 
 
 def to_gray(images_nhwc: np.ndarray) -> np.ndarray:

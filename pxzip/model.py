@@ -110,6 +110,8 @@ class PixelCNN(nn.Module):
     def nll(self, pixels: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Mean negative log-likelihood in bits per subpixel over the batch (a scalar)."""
         out = self(pixels, labels).float()
+        if self.cfg.bilevel:
+            return bernoulli_nll(out, pixels)
         if self.cfg.arch == "gated":
             return softmax_nll(out, pixels)
         return logistic_mixture_nll(out, pixels, self.cfg)
@@ -130,6 +132,12 @@ def softmax_nll(out: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
     b, c, h, w = pixels.shape
     logits = out.view(b, c, 256, h, w).transpose(1, 2)  # (B, 256, C, H, W)
     return F.cross_entropy(logits, pixels.long()) / math.log(2)
+
+
+def bernoulli_nll(out: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """One logit per pixel, out (B, 1, H, W), of "white" (255) against "black" (0): bits per pixel."""
+    target = (pixels >= 128).to(out.dtype)
+    return F.binary_cross_entropy_with_logits(out, target) / math.log(2)
 
 
 def split_mixture(out: torch.Tensor, cfg: ModelConfig):

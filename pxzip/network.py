@@ -59,7 +59,7 @@ def conv_specs(cfg: ModelConfig) -> list[ConvSpec]:
             specs.append(ConvSpec(f"b{i}.link", 2 * f, 2 * f, src="v", in_layout="2F", out_layout="2F", **one))
             specs.append(ConvSpec(f"b{i}.res", f, f, src="h", mask="B", **one))
         specs.append(ConvSpec("head1", f, f, src="h", mask="B", **one))
-        specs.append(ConvSpec("head2", f, 256 * c, src="h", mask="B", out_layout="logits", **one))
+        specs.append(ConvSpec("head2", f, cfg.num_params_out, src="h", mask="B", out_layout="logits", **one))
     else:
         h_in = dict(kh=1, kw=r, top=0, left=r)  # row i, columns j-r .. j-1: strictly left
         specs.append(ConvSpec("v_in", cx, f, src="x", in_layout="x", **v_in))

@@ -47,6 +47,25 @@ def softmax_freqs_numpy(logits: np.ndarray, luts: dict[str, np.ndarray]) -> np.n
     return to_freqs(exp[idx])  # each <= 2**24, totals <= 2**32
 
 
+def bernoulli_freqs(logits: np.ndarray, luts: dict[str, np.ndarray]) -> np.ndarray:
+    """Bernoulli head: integer logits (N,) or (N, 1) of "white" at 2**-act_bits -> frequencies (N, 256).
+
+    The two-symbol table sits in the coder's 256-symbol alphabet: symbol 255 (white) and 0 (black)
+    share the mass, every other symbol keeps the floor of 1 (254 / 2**24 of the range, 2e-5 bits a
+    pixel), so bilevel planes use the same coder, decoders and batching as every other plane.
+    P(white) is the logistic CDF table at the logit, which is exactly the sigmoid the float model
+    trains with, at 2**-24 (clipped to its +-24 range, where it is flat).
+    """
+    cdf = luts["cdf"]
+    half = (len(cdf) - 1) // 2
+    lg = np.asarray(logits, np.int64).reshape(-1)
+    p_white = cdf[np.clip(lg + half, 0, len(cdf) - 1)]  # (N,) in 0..2**24
+    out = np.ones((len(lg), 256), np.int64)
+    out[:, 255] = 1 + ((p_white * ((1 << PRECISION) - 256)) >> CDF_BITS)  # <= 2**24 - 255
+    out[:, 0] = (1 << PRECISION) - 254 - out[:, 255]  # >= 1: the row sums to 2**PRECISION
+    return out
+
+
 class NumpyMixture:
     """Discretised logistic mixture (PixelCNN++) for one batch of pixels, channel by channel, in numpy:
     the readable definition that `Mixture` (compiled, kernels.py; same interface and arguments,
@@ -200,6 +219,8 @@ class PixelSteps:
         self.mix: Mixture | None = None
 
     def freqs(self, c: int) -> np.ndarray:
+        if self.cfg.bilevel:
+            return bernoulli_freqs(self.params()[:, :1], self.luts)
         if self.cfg.arch == "gated":
             return softmax_freqs(self.params()[:, c * 256 : (c + 1) * 256], self.luts)
         if self.mix is None:
@@ -219,6 +240,9 @@ def head_freqs_all(
     prior: an ensemble's member weights (see `Mixture`), else None."""
     n, c = pixels.shape
     out = np.empty((n, c, 256), np.int64)
+    if cfg.bilevel:
+        out[:, 0] = bernoulli_freqs(params[:, :1], luts)
+        return out
     if cfg.arch == "gated":
         for ch in range(c):
             out[:, ch] = softmax_freqs(params[:, ch * 256 : (ch + 1) * 256], luts)

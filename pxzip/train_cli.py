@@ -60,6 +60,46 @@ def _folder(paths: tuple[str, ...], crop: int, gray: bool, seed: int, batch: int
     return batches(), held_x
 
 
+def _bilevel(o: dict, seed: int):
+    """Batches (B, 1, H, W) of 0/255 and held-out pixels for a bilevel model: binarised MNIST train
+    (`--mnist`, its last mnist.HELD_OUT images held out), generated document pages (`--pages N`, crops
+    of side --crop) and binarised --images, one source after the other batch by batch."""
+    from pxzip import documents, mnist
+    from pxzip.train import batches_from_array
+
+    sources, held = [], None
+    if o["mnist"]:
+        root = Path(o["data_dir"]) if o["data_dir"] else mnist.default_dir()
+        if o["download"]:
+            mnist.download(root, **({"url": o["url"]} if o["url"] else {}))
+        imgs, _ = mnist.load(root, "train")  # the test split is never read here
+        x = torch.from_numpy(mnist.binarize(imgs)[:, None].astype(np.uint8) * 255)
+        n_held = min(mnist.HELD_OUT, len(x) // 10)  # a subset (tests) holds out a tenth
+        if not o["batch"] <= len(x) - n_held:
+            raise UsageError(f"--batch {o['batch']} is more than the {len(x) - n_held} MNIST training images")
+        sources.append(batches_from_array(x[:-n_held], o["batch"], seed))
+        held = x[-n_held:]
+    if o["pages"] or o["images"]:
+        from pxzip import data
+
+        arrays = documents.pages(documents.TRAIN_SEEDS[: o["pages"]]) if o["pages"] else []
+        arrays += [data.load_image(f, gray=True)[:, :, 0] >= 128 for f in data.image_files(o["images"])]
+        if len(arrays) < 2:
+            raise UsageError("need at least 2 training pages or images (one in ten is held out)")
+        planes = [a.astype(np.uint8)[:, :, None] * 255 for a in arrays]
+        it = iter(data.ArrayCrops([p for i, p in enumerate(planes) if i % 10], o["crop"], seed=seed))
+        sources.append(iter(lambda: torch.stack([next(it) for _ in range(o["batch"])]), None))
+        if held is None:
+            held = torch.stack(list(data.ArrayCrops(planes[::10], o["crop"], seed=o["seed"] + 1, flip=False, length=500)))
+
+    def alternate():
+        while True:
+            for src in sources:
+                yield next(src)
+
+    return alternate(), held
+
+
 @click.command()
 @click.option("--cifar10", "use_cifar", is_flag=True, help="train on CIFAR-10 train (last 1000 images held out)")
 @click.option("--data-dir", help="CIFAR-10 folder (binary or python layout); default ../shared/data or ./data")
@@ -68,6 +108,9 @@ def _folder(paths: tuple[str, ...], crop: int, gray: bool, seed: int, batch: int
 @click.option("--images", multiple=True, help="image files/folders to train on random crops of (one in ten held out)")
 @click.option("--crop", type=click.IntRange(min=2), default=32, help="crop side for --images")
 @click.option("--gray", is_flag=True, help="train a grayscale (1-channel) model")
+@click.option("--bilevel", is_flag=True, help="train a bilevel model (gated, one logit per pixel) for mode 1 images")
+@click.option("--mnist", is_flag=True, help="--bilevel: binarised MNIST train (last 5000 images held out)")
+@click.option("--pages", type=click.IntRange(min=0), default=0, help="--bilevel: generated document pages to crop")
 @click.option("--arch", type=click.Choice(["pixelcnnpp", "gated"]), default="pixelcnnpp")
 @click.option("--filters", default=48, help="num_filters")
 @click.option("--blocks", default=4, help="num_resnet")
@@ -119,7 +162,14 @@ def train(**o) -> None:
 
     if o["threads"]:
         torch.set_num_threads(o["threads"])
-    if o["use_cifar"] == bool(o["images"]):
+    if o["bilevel"]:
+        if o["use_cifar"] or o["gray"] or o["conditional"]:
+            raise UsageError("--bilevel trains on --mnist, --pages N and/or --images (not --cifar10, --gray, --conditional)")
+        if not (o["mnist"] or o["pages"] or o["images"]):
+            raise UsageError("--bilevel needs data: --mnist, --pages N and/or --images PATH")
+    elif o["mnist"] or o["pages"]:
+        raise UsageError("--mnist and --pages train bilevel models: add --bilevel")
+    elif o["use_cifar"] == bool(o["images"]):
         raise UsageError("choose one data source: --cifar10 or --images PATH")
     if o["conditional"] and not o["use_cifar"]:
         raise UsageError("--conditional needs labelled data: --cifar10")
@@ -138,7 +188,9 @@ def train(**o) -> None:
         raise UsageError(f"cannot resume from {ckpt}: {_one_line(e)}") from None
     # each rank draws different batches (the weights start equal: DDP); a resumed run new ones
     seed = stream_seed(o["seed"], rank, start)
-    if o["use_cifar"]:
+    if o["bilevel"]:
+        batches, held = _bilevel(o, seed)
+    elif o["use_cifar"]:
         if o["download"] and world > 1:
             raise UsageError("--download once before starting torchrun")
         train_x, held, train_y, held_y = _cifar(o["data_dir"], o["download"], o["gray"], o["url"])
@@ -153,8 +205,9 @@ def train(**o) -> None:
         batches, held = _folder(o["images"], o["crop"], o["gray"], seed, o["batch"], held_seed=o["seed"] + 1)
     try:
         mc = ModelConfig(
-            arch=o["arch"],
-            in_channels=1 if o["gray"] else 3,
+            arch="gated" if o["bilevel"] else o["arch"],
+            in_channels=1 if o["gray"] or o["bilevel"] else 3,
+            head="bernoulli" if o["bilevel"] else "",
             num_filters=o["filters"],
             num_resnet=o["blocks"],
             num_logistic_mix=o["mix"],

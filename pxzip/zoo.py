@@ -30,7 +30,7 @@ ENSEMBLE_FORMAT = "pxzip-ensemble-1"
 # Shipped models: name -> sha256 of the weights file (checked on every load).
 REGISTRY: dict[str, str] = {}
 # Default model per plane kind for small images (both sides <= LARGE_SIDE: CIFAR-10 sized, one tile).
-DEFAULTS = {"rgb": "pxz-rgb-cifar", "gray": "pxz-gray-cifar"}
+DEFAULTS = {"rgb": "pxz-rgb-cifar", "gray": "pxz-gray-cifar", "bilevel": "pxz-bilevel"}
 # ... and for larger ones (photographs, coded in tiles): pxz-rgb-photo is pxz-rgb-cifar fine-tuned
 # on 64x64 crops of photos, pxz-gray-photo is pxz-rgb-photo made gray (train_cli.gray_from_rgb);
 # both chosen on held-out photos (see their cards).
@@ -104,6 +104,8 @@ class Model:
 
     @property
     def kind(self) -> str:
+        if self.cfg.bilevel:
+            return "bilevel"
         return "rgb" if self.cfg.in_channels == 3 else "gray"
 
     def float_model(self):
@@ -265,14 +267,14 @@ def load_model(name_or_path: str | Path | Model) -> Model:
 
 
 def default_name(kind: str, height: int = 0, width: int = 0) -> str:
-    """The name of the shipped default for a plane kind ("rgb" or "gray") and image size."""
+    """The name of the shipped default for a plane kind ("rgb", "gray" or "bilevel") and image size."""
     if max(height, width) > LARGE_SIDE and kind in LARGE_DEFAULTS:
         return LARGE_DEFAULTS[kind]
     return DEFAULTS[kind]
 
 
 def default_model(kind: str, height: int = 0, width: int = 0) -> Model:
-    """The shipped default model for a plane kind ("rgb" or "gray") and image size (0: small)."""
+    """The shipped default model for a plane kind ("rgb", "gray" or "bilevel") and image size (0: small)."""
     return load_model(default_name(kind, height, width))
 
 

@@ -51,6 +51,22 @@ def tiny_models(tmp_path_factory) -> dict:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_bilevel(tmp_path_factory):
+    """A tiny random-weight bilevel model (gated, Bernoulli head, kernel 5) saved as a real model file."""
+    import torch
+
+    from pxzip import zoo
+    from pxzip.config import ModelConfig
+    from pxzip.model import PixelCNN
+
+    torch.manual_seed(77)
+    cfg = ModelConfig(arch="gated", in_channels=1, head="bernoulli", num_filters=8, num_resnet=2, kernel_size=5)
+    path = tmp_path_factory.mktemp("bilevel") / "tiny-bilevel.safetensors"
+    zoo.save_model(path, PixelCNN(cfg), "tiny-bilevel")
+    return zoo.load_file(path)
+
+
 COND_CLASSES = 4  # labels of the tiny conditional models
 
 

@@ -33,7 +33,9 @@ def cases() -> dict[str, tuple[Image.Image, dict]]:
         "rgba": (Image.fromarray(np.dstack([small, small[..., :1]])), {}),
         "la-wave": (Image.fromarray(wide).convert("LA"), {"order": "wavefront"}),
         "p": (pal, {}),
-        "one": (Image.fromarray(small[..., 0] > 128).convert("1"), {}),
+        # 3fb0a0f coded mode "1" with its gray default; pxzip now defaults to pxz-bilevel (issue 18),
+        # and the gray model, named, still gives the release's bytes
+        "one": (Image.fromarray(small[..., 0] > 128).convert("1"), {"model": "pxz-gray-cifar"}),
         "rgb-label": (Image.fromarray(small), {"label": 3}),
         "rgb-adapt": (Image.fromarray(photo_like(128, 136, 3)), {}),  # format 5: head offsets fitted
     }
