@@ -682,7 +682,8 @@ def list_models() -> None:
 @click.option(
     "--baselines",
     default=None,
-    help="comma list of png, webp, jxl-e7, jxl-e9, tiff-g4; or none [default: png,webp,jxl-e7; png,tiff-g4 for 1-bit images]",
+    help="comma list of png, webp, jxl-e7, jxl-e9, tiff-g4; or none "
+    "[default: png,webp,jxl-e7; png,tiff-g4 for 1-bit images]",
 )
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write every number as JSON")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="per-image bits/dim histogram (PNG)")

@@ -62,7 +62,9 @@ def _read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> np.ndarray
     return np.frombuffer(raw, np.uint8, offset=header).reshape(count, *item_shape)
 
 
-def load(root: str | Path | None = None, split: str = "test", limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load(
+    root: str | Path | None = None, split: str = "test", limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(images (N, 28, 28) uint8 gray, labels (N,) uint8) of a split ("train" or "test")."""
     from pxzip.errors import UsageError
 

@@ -90,7 +90,8 @@ def _bilevel(o: dict, seed: int):
         it = iter(data.ArrayCrops([p for i, p in enumerate(planes) if i % 10], o["crop"], seed=seed))
         sources.append(iter(lambda: torch.stack([next(it) for _ in range(o["batch"])]), None))
         if held is None:
-            held = torch.stack(list(data.ArrayCrops(planes[::10], o["crop"], seed=o["seed"] + 1, flip=False, length=500)))
+            held_crops = data.ArrayCrops(planes[::10], o["crop"], seed=o["seed"] + 1, flip=False, length=500)
+            held = torch.stack(list(held_crops))
 
     def alternate():
         while True:
@@ -164,7 +165,7 @@ def train(**o) -> None:
         torch.set_num_threads(o["threads"])
     if o["bilevel"]:
         if o["use_cifar"] or o["gray"] or o["conditional"]:
-            raise UsageError("--bilevel trains on --mnist, --pages N and/or --images (not --cifar10, --gray, --conditional)")
+            raise UsageError("--bilevel trains on --mnist, --pages N, --images (not --cifar10, --gray, --conditional)")
         if not (o["mnist"] or o["pages"] or o["images"]):
             raise UsageError("--bilevel needs data: --mnist, --pages N and/or --images PATH")
     elif o["mnist"] or o["pages"]:

@@ -63,7 +63,7 @@ def test_float_nll_is_binary_cross_entropy():
 
 def test_bernoulli_freqs_are_a_valid_two_symbol_table():
     luts = make_luts(10)
-    logits = np.array([-10**9, -30 * 1024, -5000, -1, 0, 1, 5000, 30 * 1024, 10**9])
+    logits = np.array([-(10**9), -30 * 1024, -5000, -1, 0, 1, 5000, 30 * 1024, 10**9])
     f = tables.bernoulli_freqs(logits, luts)
     assert f.shape == (len(logits), 256)
     assert (f.sum(1) == 1 << tables.PRECISION).all() and (f >= 1).all()

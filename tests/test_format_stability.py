@@ -72,3 +72,21 @@ def test_pinned_format5_file(pinned_models, monkeypatch):
     monkeypatch.setattr(adapt, "MIN_FIT_PIXELS", 1)
     monkeypatch.setattr(codec, "_fit_offsets", replay)
     assert pxzip.compress(img, pinned_models, tile=16, order="wavefront") == data
+
+
+@pytest.mark.parametrize("name", ["bl-page", "bl-page-wave"])
+def test_pinned_bilevel_files(name):
+    """Mode "1" through a bilevel model (Bernoulli head): decodes to the pinned pixels, re-encodes to
+    the pinned bytes, in raster and wavefront order (make_expected.py bilevel)."""
+    import sys
+
+    sys.path.insert(0, str(HERE))
+    from make_expected import BILEVEL
+
+    model = zoo.load_file(HERE / "pinned-bilevel.safetensors")
+    assert model.kind == "bilevel"
+    data = (HERE / f"{name}.pxz").read_bytes()
+    img = Image.open(HERE / "bl-page.png")
+    back = pxzip.decompress_image(data, [model])
+    assert back.mode == "1" and np.array_equal(np.asarray(back), np.asarray(img))
+    assert pxzip.compress(img, [model], **BILEVEL[name]) == data

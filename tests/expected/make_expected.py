@@ -115,8 +115,26 @@ def fallbacks() -> None:
         (HERE / f"{name}.pxz").write_bytes(pxzip.compress(img, None if name == "fb-rgba" else models))
 
 
+BILEVEL = {"bl-page": {"order": "raster"}, "bl-page-wave": {"order": "wavefront", "tile": 16}}
+
+
+def bilevel() -> None:
+    """bl-*: mode "1" files of a pinned bilevel model (Bernoulli head; `python tests/expected/make_expected.py
+    bilevel`; added with bilevel models), network only, in both orders; pinned-bilevel.safetensors is its
+    model (random weights, kernel 5)."""
+    torch.manual_seed(20261203)
+    cfg = ModelConfig(arch="gated", in_channels=1, head="bernoulli", num_filters=6, num_resnet=2, kernel_size=5)
+    zoo.save_model(HERE / "pinned-bilevel.safetensors", PixelCNN(cfg), "pinned-bilevel")
+    model = zoo.load_file(HERE / "pinned-bilevel.safetensors")
+    yy, xx = np.mgrid[0:21, 0:38]
+    page = Image.fromarray(((xx * 7 + yy * yy) % 11 < 5) | (xx % 13 == 0)).convert("1")
+    page.save(HERE / "bl-page.png")
+    for name, opts in BILEVEL.items():
+        (HERE / f"{name}.pxz").write_bytes(pxzip.compress(page, [model], fallback=False, **opts))
+
+
 if __name__ == "__main__":
     import sys
 
-    steps = {"ensemble": ensemble, "wavefront": wave, "adapted": adapted, "fallback": fallbacks}
+    steps = {"ensemble": ensemble, "wavefront": wave, "adapted": adapted, "fallback": fallbacks, "bilevel": bilevel}
     steps.get(sys.argv[1] if sys.argv[1:] else "", main)()
