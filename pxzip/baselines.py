@@ -15,6 +15,7 @@ from pxzip.errors import describe
 
 # Every name run_baselines understands, available or not on this machine.
 KNOWN_CODECS = ("png", "webp", "jxl-e7", "jxl-e9", "tiff-g4")
+BILEVEL_ONLY = ("tiff-g4",)  # codecs of bilevel (bool) images only
 
 
 def _bilevel_image(img: np.ndarray) -> Image.Image:

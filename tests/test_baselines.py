@@ -10,7 +10,7 @@ from PIL import Image
 
 from pxzip import baselines
 
-CODECS = sorted(baselines.CODECS)
+CODECS = sorted(n for n in baselines.CODECS if n not in baselines.BILEVEL_ONLY)  # 8-bit codecs
 
 
 def _smooth(h: int, w: int, seed: int) -> np.ndarray:

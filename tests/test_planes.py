@@ -58,7 +58,7 @@ def test_round_trip_every_mode(mode: str, size: tuple[int, int], tmp_path: Path)
         "RGB": ["rgb"],
         "RGBA": ["rgb", "gray"],
         "P": ["rgb"],
-        "1": ["gray"],
+        "1": ["bilevel"],
     }[mode]
     assert s.kinds == expected
     # Through a PNG file and back, as the CLI will see it.
