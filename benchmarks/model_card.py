@@ -111,6 +111,7 @@ def main() -> None:
     p.add_argument("--hardware", default="2-core AMD EPYC CPU (no GPU)")
     p.add_argument("--command", default="", help="the command that trained it")
     p.add_argument("--notes", default="")
+    p.add_argument("--recipe", default="batch 32, EMA 0.999, bf16 autocast", help="the training settings, in words")
     p.add_argument("--member", action="append", default=[], help="ensembles: a member's own model file (its record)")
     a = p.parse_args()
     path = Path(a.model)
@@ -125,22 +126,28 @@ def main() -> None:
     fm = m.float_model()
     c = m.cfg
     last = history[-1] if history else {}
+    bf16 = ", bf16" if "bf16" in a.recipe else ""
     out = [
         f"# {m.name}",
         "",
         f"- file: `{path.name}`, sha256 `{hashlib.sha256(meta_raw).hexdigest()}` (id `{m.id.hex()}` in .pxz headers)",
         f"- architecture: {c.arch}, {c.in_channels} channel(s), num_filters {c.num_filters}, "
         f"num_resnet {c.num_resnet}, "
-        f"num_logistic_mix {c.num_logistic_mix}, kernel {c.kernel_size}, dropout {c.dropout_p}"
+        + (
+            "Bernoulli head (one logit per pixel: bilevel planes)"
+            if c.bilevel
+            else f"num_logistic_mix {c.num_logistic_mix}"
+        )
+        + f", kernel {c.kernel_size}, dropout {c.dropout_p}"
         + (f", class-conditional ({c.num_classes} labels + 'no label')" if c.num_classes else "")
         + "; "
         f"{fm.num_parameters():,} parameters",
         f"- exact model: activations {c.act_bits} fractional bits, weights < 2^{c.weight_bits - 1} per output channel",
         f"- data: {a.data}",
         f"- training: {json.loads(meta.get('final_step', 'null')) or last.get('step', '?')} steps of Adam, "
-        "batch 32, EMA 0.999, bf16 autocast, "
+        f"{a.recipe}, "
         f"{seconds / 60:.0f} min wall time on {a.hardware}",
-        f"- held-out NLL at the last evaluation (step {last.get('step', '?')}; EMA weights, float model, bf16): "
+        f"- held-out NLL at the last evaluation (step {last.get('step', '?')}; EMA weights, float model{bf16}): "
         f"{last.get('eval_bpd', float('nan')):.4f} bits/dim "
         f"(train running mean {last.get('train_bpd', float('nan')):.4f})",
     ]

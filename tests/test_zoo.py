@@ -131,3 +131,20 @@ def test_format_3_file_of_the_shipped_conditional_model_still_decodes():
     assert np.array_equal(pxzip.decompress(data), expected)
     m = zoo.find_by_id(bytes.fromhex("1459"))
     assert pxzip.compress(Image.open(here / "rgb.png"), m.name, label=3) == data
+
+
+def test_files_of_the_shipped_bilevel_model_still_decode():
+    """shipped-bilevel-a318.pxz was made by `pxzip.compress(Image.open("tests/expected/bl-page.png"),
+    "pxz-bilevel", fallback=False)` while pxz-bilevel had id a318; it must keep decoding to the same
+    pixels in every later version (a replaced model stays installed under a new name)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from pxzip import container
+
+    here = Path(__file__).resolve().parent / "expected"
+    data = (here / "shipped-bilevel-a318.pxz").read_bytes()
+    assert container.unpack(data)[0].model_ids == (bytes.fromhex("a318"),)
+    expected = np.asarray(Image.open(here / "bl-page.png"))
+    assert np.array_equal(np.asarray(pxzip.decompress_image(data)), expected)
