@@ -1,4 +1,4 @@
-"""`pxzip bench`: measure pxzip (and classical baselines) on CIFAR-10 or on image files.
+"""`pxzip bench`: measure pxzip (and classical baselines) on CIFAR-10, binarised MNIST or image files.
 
 Every image is really compressed to .pxz bytes (`codec.compress`) and really decoded again
 (`codec.decompress_many`, many images per batch); the decoded pixels are compared with the
@@ -16,15 +16,16 @@ Rates are in bits/dim = bits / (H * W * C), reported as the mean over images and
 * ``payload``: the range-coded bits (file minus header, as `container.unpack` splits it);
 * ``file``: the whole .pxz file.
 
-Images are benchmarked as 8-bit RGB, or L when the source is gray (L, 1, I;16, ...); alpha and
-palettes are dropped, so pxzip and the baselines code exactly the same pixels.
+Images are benchmarked as 8-bit RGB, or L when the source is gray (L, I;16, ...), or bilevel (bool,
+coded as mode "1") when the source is 1-bit (mode "1" files, binarised MNIST); alpha and palettes are
+dropped, so pxzip and the baselines code exactly the same pixels.
 
 JSON schema (``--json FILE``; every rate in bits/dim; ``null`` where undefined)::
 
     {
       "schema": "pxzip-bench-1",
-      "dataset": "cifar10-test" | "cifar10-train" | "files",
-      "source": {"data_dir", "split", "limit"}  (cifar10)  |  {"paths", "limit"}  (files),
+      "dataset": "cifar10-test" | "cifar10-train" | "mnist-test" | "mnist-train" | "files",
+      "source": {"data_dir", "split", "limit"}  (cifar10; mnist adds "binarized")  |  {"paths", "limit"}  (files),
       "machine": {"platform", "machine", "python", "torch", "numpy", "cpu_count", "torch_threads"},
       "models": {name: {"kind", "id", "sha256", "path", "config"}},  # every model used
       "n": images,  "n_exact": bit-exact round trips,  "n_errors": n - n_exact,

@@ -103,9 +103,12 @@ def _bilevel(o: dict, seed: int):
 
 @click.command()
 @click.option("--cifar10", "use_cifar", is_flag=True, help="train on CIFAR-10 train (last 1000 images held out)")
-@click.option("--data-dir", help="CIFAR-10 folder (binary or python layout); default ../shared/data or ./data")
-@click.option("--download", is_flag=True, help="download and verify the official CIFAR-10 archive first")
-@click.option("--url", help="CIFAR-10 archive URL (for mirrors and tests)")
+@click.option(
+    "--data-dir",
+    help="CIFAR-10 folder (binary or python layout), or MNIST's with --mnist; default ../shared/data or ./data",
+)
+@click.option("--download", is_flag=True, help="download and verify the official CIFAR-10 archive (MNIST files) first")
+@click.option("--url", help="CIFAR-10 archive URL, or the MNIST files' base URL (for mirrors and tests)")
 @click.option("--images", multiple=True, help="image files/folders to train on random crops of (one in ten held out)")
 @click.option("--crop", type=click.IntRange(min=2), default=32, help="crop side for --images")
 @click.option("--gray", is_flag=True, help="train a grayscale (1-channel) model")
