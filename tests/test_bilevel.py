@@ -268,6 +268,9 @@ def test_bench_mnist(fake_mnist, tiny_bilevel, tmp_path):
     r = json.loads(out.read_text())
     assert r["dataset"] == "mnist-test" and r["n_exact"] == 4
     assert r["models"]["tiny-bilevel"]["kind"] == "bilevel"
+    nats = r["nll_nats_per_image"]
+    assert nats == pytest.approx(np.mean(r["images"]["nll_bpd"]) * 784 * np.log(2))
+    assert f"{nats:.2f} nats" in res.output
 
 
 def test_bench_folder_of_1_bit_files(tmp_path, tiny_bilevel):
