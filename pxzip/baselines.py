@@ -170,7 +170,7 @@ def same_pixels(original: np.ndarray, decoded: np.ndarray) -> bool:
     orig = _as_2d_or_rgb(original)
     dec = np.asarray(decoded)
     if orig.dtype == np.bool_ and dec.dtype != np.bool_:  # a bilevel image through an 8-bit codec: 0 / 255
-        orig = orig.astype(np.uint8) * np.uint8(255)
+        orig = _as_8bit(orig)
     if dec.ndim == 3 and dec.shape[2] == 1:
         dec = dec[:, :, 0]
     if orig.ndim == 2 and dec.ndim == 3 and dec.shape[2] == 3:

@@ -253,8 +253,7 @@ def resolve_models(items: Sequence[Item], models=None) -> list[zoo.Model]:
         if m.kind in chosen and chosen[m.kind].sha256 != m.sha256:
             raise UsageError(f"two {m.kind} models given ({chosen[m.kind].name}, {m.name}): give one per kind")
         chosen[m.kind] = m
-    if "bilevel" not in chosen and "gray" in chosen:  # as codec.compress: a gray model codes 1-bit planes too
-        chosen["bilevel"] = chosen["gray"]
+    chosen = container.fill_slots(chosen)  # as codec.compress: a gray model codes 1-bit planes too
     return [chosen.get(it.kind) or zoo.default_model(it.kind, *it.pixels.shape[:2]) for it in items]
 
 
@@ -388,6 +387,7 @@ def _measure(
     blobs: list[bytes | None] = [None] * n
     ideal = np.full(n, np.nan)
     payload_bytes = np.zeros(n, np.int64)
+    headers: list[container.Header | None] = [None] * n  # each file's header, read once
     t0 = time.perf_counter()
     for i, it in enumerate(items):
         trace: list[np.ndarray] = []
@@ -398,7 +398,8 @@ def _measure(
             errors.append({"index": i, "name": it.name, "stage": "encode", "error": f"{type(e).__name__}: {e}"})
             continue
         ideal[i] = codec.ideal_bits(trace)
-        payload_bytes[i] = len(container.unpack(blobs[i])[1])
+        headers[i], payload = container.unpack(blobs[i])
+        payload_bytes[i] = len(payload)
     enc_s = time.perf_counter() - t0
     rss_after_encode = peak_rss_mb()
 
@@ -437,7 +438,7 @@ def _measure(
 
     # 3. the float model's NLL on the same tiles, with the label each file was coded with
     t0 = time.perf_counter()
-    used = [container.unpack(b)[0].label if b is not None else None for b in blobs]
+    used = [h.label if h is not None else None for h in headers]
     nll = float_nll_bits(items, models, tile, used, order)
     no_label = true_label = np.full(n, np.nan)
     if label is not None:  # what labels gain: the same model without a label, and given the dataset's label
@@ -451,7 +452,7 @@ def _measure(
         "nll_no_label": no_label,
         "nll_true_label": true_label,
         "file_bytes": np.array([len(b) if b is not None else 0 for b in blobs], np.int64),
-        "fallback": np.array([b is not None and bool(container.unpack(b)[0].coders) for b in blobs]),
+        "fallback": np.array([h is not None and bool(h.coders) for h in headers]),
         "ok": np.array([b is not None for b in blobs]),
         "payload_bytes": payload_bytes,
         "ideal": ideal,

@@ -404,9 +404,7 @@ def _decode_wave(model: zoo.Model, shape, parts, out: np.ndarray, progress: Prog
 def _models_for(slots, given: list[zoo.Model], height: int, width: int) -> dict[str, zoo.Model]:
     """Slot kind -> model for compression: a given model fills its kind (a given gray model also
     the bilevel slot, when no bilevel model is given), the defaults for an image of this size the rest."""
-    chosen = {m.kind: m for m in given}
-    if "bilevel" not in chosen and "gray" in chosen:
-        chosen["bilevel"] = chosen["gray"]
+    chosen = container.fill_slots({m.kind: m for m in given})
     return {kind: chosen.get(kind) or zoo.default_model(kind, height, width) for kind in slots}
 
 

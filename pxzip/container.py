@@ -106,6 +106,14 @@ def slot_accepts(slot: str, kind: str) -> bool:
     return kind == slot or (slot == "bilevel" and kind == "gray")
 
 
+def fill_slots(by_kind: dict) -> dict:
+    """Models chosen per kind, plus the gray one for the bilevel slot where no bilevel model is
+    chosen (`slot_accepts`): what a user who names only a gray model gets for 1-bit images."""
+    if "bilevel" not in by_kind and "gray" in by_kind:
+        return by_kind | {"bilevel": by_kind["gray"]}
+    return by_kind
+
+
 def used_slots(h: Header) -> set[str]:
     """Model kinds some plane of the file is coded with by the network (format 6 may leave a slot unused)."""
     kinds = plane_slots(h.mode, h.palette_as_rgb)

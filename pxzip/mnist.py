@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -83,8 +81,15 @@ def load(
 
 
 def binarize(images: np.ndarray) -> np.ndarray:
-    """Gray MNIST (N, 28, 28) uint8 -> bool (True = ink >= THRESHOLD), as mode "1" images: ink is white."""
+    """Gray pixels (MNIST: (N, 28, 28)) uint8 -> bool, True where >= THRESHOLD (mode "1": MNIST's ink is white)."""
     return np.asarray(images) >= THRESHOLD
+
+
+def _fetch_into(dest: Path, url: str, md5: str, progress: bool) -> None:
+    """url into dest, md5-checked, by a temp file and a rename (files.write_atomic): never a partial file."""
+    from pxzip import data, files
+
+    files.write_atomic(str(dest), None, True, lambda tmp: data.fetch(url, Path(tmp), md5, progress, dest.name))
 
 
 def download(root: str | Path, url: str = MNIST_URL, progress: bool = True) -> Path:
@@ -97,11 +102,5 @@ def download(root: str | Path, url: str = MNIST_URL, progress: bool = True) -> P
         for name, md5 in ((img_name, img_md5), (lab_name, lab_md5)):
             if (root / name).is_file() and data.md5_of(root / name) == md5:
                 continue
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".part", dir=root)
-            os.close(fd)
-            try:
-                data.fetch(url.rstrip("/") + "/" + name, Path(tmp), md5, progress, desc=name)
-                os.replace(tmp, root / name)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+            _fetch_into(root / name, url.rstrip("/") + "/" + name, md5, progress)
     return root

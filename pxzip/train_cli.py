@@ -42,22 +42,32 @@ def _one_line(e: Exception) -> str:
 def _folder(paths: tuple[str, ...], crop: int, gray: bool, seed: int, batch: int, held_seed: int):
     from pxzip import data
 
-    files = data.image_files(paths)
+    files = _training_files(paths)
     if len(files) < 2:
         raise UsageError("need at least 2 training images (one in ten is held out)")
+    held = files[::10]
+    train = [f for f in files if f not in held]
+    batches = _crop_batches(data.RandomCrops(train, crop, gray=gray, seed=seed), batch)
+    held_x = torch.stack(list(data.RandomCrops(held, crop, gray=gray, seed=held_seed, length=500, flip=False)))
+    return batches, held_x
+
+
+def _training_files(paths) -> list[Path]:
+    """The image files under paths, with a warning when Kodak test images are among them."""
+    from pxzip import data
+
+    files = data.image_files(paths)
     kodak = [f for f in files if f.name.lower().startswith("kodim")]
     if kodak:  # a test set: results on it would no longer be honest
         click.echo(f"warning: training on {len(kodak)} Kodak test images ({kodak[0]}, ...)", err=True)
-    held = files[::10]
-    train = [f for f in files if f not in held]
-    it = iter(data.RandomCrops(train, crop, gray=gray, seed=seed))
-    held_x = torch.stack(list(data.RandomCrops(held, crop, gray=gray, seed=held_seed, length=500, flip=False)))
+    return files
 
-    def batches():
-        while True:
-            yield torch.stack([next(it) for _ in range(batch)])
 
-    return batches(), held_x
+def _crop_batches(crops, batch: int):
+    """Endless batches (B, C, size, size) of a `data.ArrayCrops` stream."""
+    it = iter(crops)
+    while True:
+        yield torch.stack([next(it) for _ in range(batch)])
 
 
 def _bilevel(o: dict, seed: int):
@@ -83,12 +93,12 @@ def _bilevel(o: dict, seed: int):
         from pxzip import data
 
         arrays = documents.pages(documents.TRAIN_SEEDS[: o["pages"]]) if o["pages"] else []
-        arrays += [data.load_image(f, gray=True)[:, :, 0] >= 128 for f in data.image_files(o["images"])]
+        arrays += [mnist.binarize(data.load_image(f, gray=True)[:, :, 0]) for f in _training_files(o["images"])]
         if len(arrays) < 2:
             raise UsageError("need at least 2 training pages or images (one in ten is held out)")
         planes = [a.astype(np.uint8)[:, :, None] * 255 for a in arrays]
-        it = iter(data.ArrayCrops([p for i, p in enumerate(planes) if i % 10], o["crop"], seed=seed))
-        sources.append(iter(lambda: torch.stack([next(it) for _ in range(o["batch"])]), None))
+        train = data.ArrayCrops([p for i, p in enumerate(planes) if i % 10], o["crop"], seed=seed)
+        sources.append(_crop_batches(train, o["batch"]))
         if held is None:
             held_crops = data.ArrayCrops(planes[::10], o["crop"], seed=o["seed"] + 1, flip=False, length=500)
             held = torch.stack(list(held_crops))
