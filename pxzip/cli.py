@@ -6,17 +6,17 @@ import contextlib
 import hashlib
 import io
 import os
-import re
 import sys
 from pathlib import Path
 
 import click
 import numpy as np
 
-from pxzip import codec, container, metadata, zoo
+from pxzip import codec, container, imagefile, metadata, zoo
 from pxzip import device as devices
-from pxzip.errors import PxzError, UnsupportedImageError, UsageError, describe
+from pxzip.errors import PxzError, UsageError
 from pxzip.files import check_output, write_atomic
+from pxzip.imagefile import MODE_CHANNELS, check_can_save, open_image, output_format
 from pxzip.train_cli import ensemble as ensemble_cmd
 from pxzip.train_cli import sample as sample_cmd
 from pxzip.train_cli import train as train_cmd
@@ -25,8 +25,6 @@ DECODE_GROUP_FILES = 64  # .pxz files decoded in lockstep by one process
 DECODE_GROUP_PIXELS = 1 << 24  # ... holding at most this many pixels at once
 PROGRESS_DELAY_S = 1.0  # files coded faster than this never show a bar
 _PROGRESS_HELP = "progress bar per file, not with -j [default: when stderr is a terminal]"
-MODE_CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 1, "1": 1}
-IMAGE_SUFFIXES = {".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".webp"}
 
 
 def _device_option(f):
@@ -241,79 +239,6 @@ def _expand(inputs: tuple[str, ...], recursive: bool, suffix: str | None) -> tup
     return tuple(out)
 
 
-# Raw modes with 16 bits per sample that Pillow loads into an 8-bit mode by dropping the low byte
-# (16-bit RGB/RGBA/LA PNG, 16-bit RGB(A) TIFF): coding those would silently lose data.
-_NARROWED_RAWMODE = re.compile(r";16[BLN]$")
-_EIGHT_BIT_MODES = set(MODE_CHANNELS)
-
-
-def _is_narrowed(img) -> bool:
-    """True when loading `img` would cut wider samples to 8 bits (must be asked before load())."""
-    if img.mode not in _EIGHT_BIT_MODES:
-        return False  # I;16, I, F, ... keep their depth; codec refuses those modes by name
-    for tile in img.tile:
-        decoder, args = tile[0], tile[3]
-        raw = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else ""
-        if isinstance(raw, str) and _NARROWED_RAWMODE.search(raw):
-            return True
-        # PPM/PNM with maxval > 255 is rescaled to 0..255 by the "ppm" decoders
-        if decoder in ("ppm", "ppm_plain") and isinstance(args, tuple) and len(args) > 1:
-            if isinstance(args[1], int) and args[1] > 255:
-                return True
-    return False
-
-
-def _open_image(raw: bytes):
-    """Decode image file bytes with Pillow; anything pxzip cannot code exactly is an UnsupportedImageError."""
-    from PIL import Image, UnidentifiedImageError
-
-    if raw[: len(container.MAGIC)] == container.MAGIC:  # Pillow reads .pxz too, via our own plugin
-        raise UnsupportedImageError("input is already a .pxz file")
-    try:
-        img = Image.open(io.BytesIO(raw))
-        narrowed = _is_narrowed(img)
-        frames = getattr(img, "n_frames", 1)
-        img.load()
-    except UnidentifiedImageError:  # its message names a BytesIO object, useless to the user
-        raise UnsupportedImageError("not an image file (or a format Pillow cannot read)") from None
-    except Exception as e:  # Pillow's plugins raise anything on hostile input (struct.error, bomb errors, ...)
-        raise UnsupportedImageError(f"cannot read image: {describe(e)}") from None
-    if narrowed:
-        raise UnsupportedImageError(f"{img.mode} image with 16-bit samples is not supported (pxzip codes 8-bit images)")
-    if frames > 1:
-        # only the current frame would be coded: refuse rather than drop the others silently
-        raise UnsupportedImageError(f"image has {frames} frames (animations and multi-page files are not supported)")
-    return img
-
-
-def _output_format(out: str) -> tuple[str, dict]:
-    """Pillow format name and save options for an output path ('-' = PNG)."""
-    suffix = Path(out).suffix.lower() if out != "-" else ".png"
-    if suffix not in IMAGE_SUFFIXES:
-        raise UsageError(
-            f"cannot write {suffix or 'an image without suffix'}: use one of {', '.join(sorted(IMAGE_SUFFIXES))}"
-        )
-    fmt = {".tif": "TIFF", ".tiff": "TIFF", ".pgm": "PPM", ".pbm": "PPM"}.get(suffix, suffix[1:].upper())
-    # exact: without it libwebp zeroes the colour of fully transparent pixels (not lossless)
-    return fmt, ({"lossless": True, "exact": True} if fmt == "WEBP" else {})
-
-
-WEBP_MAX_SIDE = 16383  # libwebp's limit
-
-
-def _check_can_save(mode: str, fmt: str, kw: dict, width: int, height: int) -> None:
-    """Refuse e.g. an LA image as BMP up front, by saving a 1x1 probe, instead of after the slow decode."""
-    from PIL import Image
-
-    if fmt == "WEBP" and max(width, height) > WEBP_MAX_SIDE:
-        raise UsageError(f"cannot write a {width}x{height} image as WEBP (at most {WEBP_MAX_SIDE} a side): use .png")
-
-    try:
-        Image.new(mode, (1, 1)).save(io.BytesIO(), format=fmt, **kw)
-    except Exception:  # Pillow says KeyError, OSError or ValueError depending on the plugin
-        raise UsageError(f"cannot write a {mode} image as {fmt}: use .png") from None
-
-
 def _model_names() -> dict[bytes, str]:
     """Model id -> name for the zoo and $PXZIP_MODELS; hashes files instead of loading them."""
     reg = zoo.registry()
@@ -461,7 +386,7 @@ def _parse_label(value: str | None) -> int | str | None:
 def _compress_one(inp: str, out: str, opts: dict) -> dict:
     models = _models(opts["models"]) or None
     raw = _read_input(inp)
-    img = _open_image(raw)
+    img = open_image(raw)
     try:
         with _progress(opts["progress"], f"{inp}: encode") as progress:
             keep = opts["keep_metadata"]
@@ -523,10 +448,10 @@ def _decompress_group(pairs: list[tuple[str, str]], opts: dict) -> list[tuple[di
     ready = []  # (index, data, header, format, save options)
     for k, (inp, out) in enumerate(pairs):
         try:
-            fmt, kw = _output_format(out)
+            fmt, kw = output_format(out)
             data = _read_input(inp)
             header, _ = container.unpack(data)
-            _check_can_save(header.mode, fmt, kw, header.width, header.height)
+            check_can_save(header.mode, fmt, kw, header.width, header.height)
             ready.append((k, data, header, fmt, kw))
         except PxzError as e:
             results[k] = (None, e)
@@ -561,16 +486,10 @@ def _pixels(header: container.Header) -> int:
 
 
 def _write_image(inp, out, img, data: bytes, header, fmt: str, kw: dict, force: bool) -> dict:
-    meta_kw, dropped = metadata.save_options(fmt, header.metadata)
-    kw = kw | meta_kw
+    dropped: list[str] = []
 
     def save(dest) -> None:
-        try:
-            img.save(dest, format=fmt, **kw)
-        except OSError:
-            raise  # write_atomic reports it (disk full, ...)
-        except Exception as e:  # an encoder's own limit (WebP: 16383 pixels a side, ...): one line
-            raise PxzError(f"cannot write {out} as {fmt}: {describe(e)}") from None
+        dropped.extend(imagefile.save(img, dest, fmt, kw, header.metadata, out))
 
     if out == "-":
         buf = io.BytesIO()

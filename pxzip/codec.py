@@ -525,6 +525,35 @@ def compress(
     return container.pack(header, container.words_to_bytes(enc.get_compressed()))
 
 
+def holds_pixels(data: bytes, image) -> bool:
+    """True when .pxz bytes are a file of exactly this image's pixels (and palette).
+
+    Only the header is read (its checksum covers the pixels), so this is cheap; a damaged payload is
+    not noticed (every decode checks the checksum). Bytes that are not a .pxz file give False.
+    """
+    try:
+        header, _ = container.unpack(data)
+    except FormatError:
+        return False
+    split = planes.split(planes.to_image(image))
+    h, w = split.pixels.shape[:2]
+    if (header.mode, header.width, header.height, header.palette_as_rgb) != (split.mode, w, h, split.palette_as_rgb):
+        return False
+    extra = container.palette_section(split.palette, split.transparency) if split.mode == "P" else b""
+    return container.checksum(header, container.pixel_crc(split.pixels, extra)) == header.crc32
+
+
+def matches(data: bytes, image, model=None) -> bool:
+    """`holds_pixels`, and coded with the models `compress(image, model)` would choose now: how a
+    resumed dataset job (`pxzip.ray`) keeps a file instead of coding it again."""
+    if not holds_pixels(data, image):
+        return False
+    header, _ = container.unpack(data)
+    slots = container.model_slots(header.mode, header.palette_as_rgb)
+    models = _models_for(slots, _as_models(model), header.height, header.width)
+    return header.model_ids == tuple(models[k].id for k in slots)
+
+
 def _stream_size(enc) -> int:
     """Bytes the range coder's stream would take in a file now (the encoder goes on)."""
     return len(container.words_to_bytes(enc.get_compressed()))
