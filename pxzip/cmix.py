@@ -181,8 +181,13 @@ def _run(sym, nbits, tbits, decode, data):
     h, w, ch = sym.shape
     block = 16 if nbits > 1 else 1  # a context slot holds the 15 nodes of a <= 4-bit group of the tree
     mask = (1 << tbits) // block - 1
-    prob = np.full((N_CONTEXTS, 1 << tbits), 32768, np.uint16)  # P(bit = 1) * 65536
-    hits = np.zeros((N_CONTEXTS, 1 << tbits), np.uint8)
+    # One flat table for all contexts, context i's entries at i << tbits. With block 1 (1-bit symbols)
+    # the node offset 1 can reach entry 1 << tbits of context i: that is entry 0 of context i + 1 (how
+    # files were always coded), and, for the last context, the one extra entry at the end. (Until
+    # 2026-12 that entry lay outside the table: the coder read and wrote memory that was not its own,
+    # so a 1-bit plane whose last context hit it could code differently run to run, and not decode.)
+    prob = np.full((N_CONTEXTS << tbits) + 1, 32768, np.uint16)  # P(bit = 1) * 65536
+    hits = np.zeros((N_CONTEXTS << tbits) + 1, np.uint8)
     n_sel = 16 * 8 if nbits == 1 else 4 * 8 * 16
     weights = np.full((n_sel, N_CONTEXTS + 1), (1 << MIX_SHIFT) * 3 // 20, np.int64)
     hashes = np.zeros(N_CONTEXTS, np.int64)
@@ -218,8 +223,8 @@ def _run(sym, nbits, tbits, decode, data):
                             base[i] = (_mix32(hashes[i] ^ (got * 0x2F0B3A49 + k)) & mask) * block
                         node = 1
                     for i in range(N_CONTEXTS):
-                        idx[i] = base[i] + node
-                        st[i] = STRETCH[prob[i, idx[i]] >> 4]
+                        idx[i] = (i << tbits) + base[i] + node
+                        st[i] = STRETCH[prob[idx[i]] >> 4]
                     sel = msel * 8 + (k if k < 8 else 7)
                     if nbits > 1:
                         sel = sel * 16 + (node if node < 16 else 15)
@@ -262,10 +267,10 @@ def _run(sym, nbits, tbits, decode, data):
                     target = 65535 if bit else 0
                     for i in range(N_CONTEXTS):
                         j = idx[i]
-                        n = hits[i, j]
-                        prob[i, j] += ((target - prob[i, j]) * RATES[n]) >> 16
+                        n = hits[j]
+                        prob[j] += ((target - prob[j]) * RATES[n]) >> 16
                         if n < LIMIT:
-                            hits[i, j] = n + 1
+                            hits[j] = n + 1
                     node = node * 2 + bit
                     got = got * 2 + bit
                 if decode:

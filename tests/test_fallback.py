@@ -47,6 +47,25 @@ def test_cmix_pinned_bytes():
         assert (zlib.crc32(data), len(data)) == (crc, size)
 
 
+def test_cmix_bilevel_last_context_stays_in_its_table():
+    """A 1-bit plane where the last context reaches the entry after its table's end: that entry was
+    once outside the coder's memory (run-to-run different bytes that did not decode); now it is the
+    table's own, the same bytes every time."""
+    sym = (np.random.default_rng(39).random((12, 10, 1)) < 0.3).astype(np.uint8)
+    mask = (1 << cmix.table_bits(12, 10, 1, 1)) - 1
+    hashes = np.zeros(cmix.N_CONTEXTS, np.int64)
+    reach = 0
+    for y in range(12):
+        for x in range(10):
+            cmix._bilevel_contexts(sym, y, x, hashes)
+            reach += (cmix._mix32(hashes[cmix.N_CONTEXTS - 1]) & mask) == mask
+    assert reach == 1  # the plane exercises that entry
+    data = cmix.encode(sym, 1)
+    assert data.hex() == "9ba20a5645b087a4e967acfa94e2f705"
+    assert all(cmix.encode(sym.astype(bool), 1) == data for _ in range(5))
+    assert np.array_equal(cmix.decode(data, sym.shape, 1)[0], sym)
+
+
 def test_cmix_hash_is_the_32_bit_product():
     for h in (0, 1, 2**31, 2**32 - 1, 12345678901, 2**40 + 5):
         ref = ((h & 0xFFFFFFFF) * 0x9E3779B1) & 0xFFFFFFFF
