@@ -37,6 +37,31 @@ def _device_option(f):
     )(f)
 
 
+def _ray_option(f):
+    """--ray [ADDRESS] on compress and decompress: code a folder on a Ray cluster (`pxzip.ray`)."""
+    return click.option(
+        "--ray",
+        "ray_address",
+        is_flag=False,
+        flag_value="local",
+        default=None,
+        callback=_check_ray_address,
+        help="code the folder (or URI) on Ray: with ADDRESS (host:port, ray://host:port, auto) join that "
+        "cluster, without it start a local Ray instance; -o names the output folder, -j the workers "
+        "[default: every CPU]; a rerun keeps outputs that already hold their image",
+    )(f)
+
+
+def _check_ray_address(_ctx, _param, value: str | None) -> str | None:
+    # `--ray DIR` would take the folder for the address: refuse anything that is not one
+    if value is None or value in ("local", "auto") or ":" in value:
+        return value
+    raise UsageError(
+        f"--ray {value}: not a Ray address (host:port, ray://host:port or auto); for a local Ray instance "
+        "write --ray last or before another option"
+    )
+
+
 def _err(msg: str) -> None:
     click.echo(f"pxzip: {msg}", err=True)
 
@@ -339,6 +364,13 @@ def cli() -> None:
     callback=lambda _c, _p, v: _parse_label(v),
     help="class-conditional models: code with class label N, or 'auto': try every label, keep the shortest",
 )
+@_ray_option
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1),
+    default=None,
+    help="with --ray: write WebDataset-style tar shards of N .pxz files instead of a mirrored tree",
+)
 @_device_option
 def compress(
     inputs,
@@ -356,6 +388,8 @@ def compress(
     progress,
     strip,
     label,
+    ray_address,
+    shards,
     device,
 ) -> None:
     """Compress images (PNG, BMP, TIFF, ...; '-' = stdin) to .pxz files.
@@ -365,12 +399,44 @@ def compress(
     """
     devices.resolve(device)  # fail early on a missing GPU
     _models(model_names)  # fail early on a bad --model
+    if ray_address is not None or shards is not None:
+        opts = {"model": model_names, "tile": tile, "order": order, "adapt": adapt, "fallback": fallback}
+        opts |= {"keep_metadata": not strip, "label": label, "verify": verify, "force": force, "device": device}
+        _ray_job(True, inputs, output, ray_address, jobs, progress, quiet, recursive, opts, shards=shards)
+        return
     inputs = _expand(inputs, recursive, None)
     opts = {"models": model_names, "tile": tile, "order": order, "adapt": adapt, "force": force, "verify": verify}
     opts["progress"], opts["fallback"], opts["device"] = progress, fallback, device
     opts["keep_metadata"] = not strip
     opts["label"] = label
     _run_each(inputs, _outputs(inputs, output, ".pxz"), _compress_one, quiet, force, jobs, opts)
+
+
+def _ray_job(compressing: bool, inputs, output, address, jobs, progress, quiet, recursive, opts, shards=None) -> None:
+    """compress/decompress --ray: one folder or URI in, one out; a line per failed image and a summary."""
+    if address is None:
+        raise UsageError("--shards writes a dataset on Ray: add --ray")
+    if len(inputs) != 1 or output is None:
+        raise UsageError("--ray codes one folder (or URI) into another: give one input and -o OUTPUT")
+    if "://" not in inputs[0] and not Path(inputs[0]).is_dir():
+        raise UsageError(f"{inputs[0]}: not a folder (--ray takes a folder or a URI)")
+    if "://" not in inputs[0] and not recursive:
+        raise UsageError(f"{inputs[0]} is a folder: use -r to code every file under it")
+    from pxzip import ray as pxray  # a UsageError saying how to install it where Ray is missing
+
+    workers = jobs if jobs > 1 else None  # -j 1 is the default: every CPU of the cluster
+    bar = _is_terminal(sys.stderr) and not quiet if progress is None else progress
+    kw = {"workers": workers, "address": None if address == "local" else address, "progress": bar}
+    if compressing:
+        summary = pxray.compress_dataset(inputs[0], output, shard_size=shards, **kw, **opts)
+    else:
+        summary = pxray.decompress_dataset(inputs[0], output, **kw, **opts)
+    for r in summary.errors:
+        _err(f"{r['name']}: {r['error']}")
+    if not quiet:
+        click.echo(summary.line(), err=True)
+    if summary.errors:
+        sys.exit(1)
 
 
 def _parse_label(value: str | None) -> int | str | None:
@@ -430,11 +496,23 @@ def _compress_one(inp: str, out: str, opts: dict) -> dict:
 @click.option("-r", "--recursive", is_flag=True, help="folders stand for every .pxz file under them")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, help="files decoded in parallel processes")
 @click.option("--progress/--no-progress", default=None, help=_PROGRESS_HELP)
+@_ray_option
+@click.option("--format", "image_format", default=".png", help="with --ray: the suffix of the images written")
 @_device_option
-def decompress(inputs, output, model_names, force, quiet, recursive, jobs, progress, device) -> None:
-    """Decompress .pxz files ('-' = stdin) to images (PNG unless -o names another lossless format)."""
+def decompress(
+    inputs, output, model_names, force, quiet, recursive, jobs, progress, ray_address, image_format, device
+) -> None:
+    """Decompress .pxz files ('-' = stdin) to images (PNG unless -o names another lossless format).
+
+    With --ray, tar shards of .pxz files under the folder are decoded too."""
     devices.resolve(device)
     _models(model_names)
+    if ray_address is not None:
+        suffix = image_format if image_format.startswith(".") else "." + image_format
+        output_format("x" + suffix.lower())  # fail early on a format pxzip cannot write losslessly
+        opts = {"model": model_names, "force": force, "device": device, "image_format": suffix.lower()}
+        _ray_job(False, inputs, output, ray_address, jobs, progress, quiet, recursive, opts)
+        return
     inputs = _expand(inputs, recursive, ".pxz")
     opts = {"models": model_names, "force": force, "progress": progress, "device": device}
     outputs = _outputs(inputs, output, ".png")

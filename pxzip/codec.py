@@ -537,21 +537,22 @@ def holds_pixels(data: bytes, image) -> bool:
         return False
     split = planes.split(planes.to_image(image))
     h, w = split.pixels.shape[:2]
-    if (header.mode, header.width, header.height, header.palette_as_rgb) != (split.mode, w, h, split.palette_as_rgb):
+    if (header.mode, header.width, header.height) != (split.mode, w, h):
         return False
     extra = container.palette_section(split.palette, split.transparency) if split.mode == "P" else b""
     return container.checksum(header, container.pixel_crc(split.pixels, extra)) == header.crc32
 
 
 def matches(data: bytes, image, model=None) -> bool:
-    """`holds_pixels`, and coded with the models `compress(image, model)` would choose now: how a
-    resumed dataset job (`pxzip.ray`) keeps a file instead of coding it again."""
+    """`holds_pixels`, and every plane the network codes coded with the model `compress(image, model)`
+    would choose for it now: how a resumed dataset job (`pxzip.ray`) keeps a file instead of coding
+    it again. (Planes a fallback coder holds name no model; they match whatever the models.)"""
     if not holds_pixels(data, image):
         return False
     header, _ = container.unpack(data)
-    slots = container.model_slots(header.mode, header.palette_as_rgb)
-    models = _models_for(slots, _as_models(model), header.height, header.width)
-    return header.model_ids == tuple(models[k].id for k in slots)
+    slots, used = container.model_slots(header.mode, header.palette_as_rgb), container.used_slots(header)
+    models = _models_for([k for k in slots if k in used], _as_models(model), header.height, header.width)
+    return all(mid == models[k].id for k, mid in zip(slots, header.model_ids) if k in used)
 
 
 def _stream_size(enc) -> int:

@@ -7,12 +7,14 @@ atomically and a rerun keeps every output that already holds its image (`codec.m
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import posixpath
 import tarfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,16 +51,17 @@ class Options:
 class Store:
     """A folder: a local path, or any URI pyarrow.fs understands (s3://, gs://, hdfs://, file://).
 
-    Names are relative, '/'-separated. Writes are atomic: locally by a temp file and a rename
-    (`files.write_atomic`); object stores publish an object only when its upload completes.
-    Picklable, so workers on other machines open the same folder.
+    Names are relative, '/'-separated. Writes are atomic: on a local disk by a temp file and a rename
+    (`files.write_atomic` for plain paths; a hidden temp name and `move` for file:// URIs), while
+    object stores publish an object only when its upload completes. Picklable, so workers on other
+    machines open the same folder.
     """
 
     def __init__(self, where: str | Path) -> None:
         where = str(where)
         self.uri = where
-        self.local = "://" not in where or where.startswith("file://")
-        self.root = where.removeprefix("file://") if self.local else where
+        self.local = "://" not in where  # a plain path; a URI (file:// too) goes through pyarrow.fs
+        self.root = where
         self._fs = None
 
     def __repr__(self) -> str:
@@ -136,12 +139,20 @@ class Store:
                 raise PxzError(f"cannot write {name}: {e.strerror or e}") from None
             files.write_atomic(str(dest), payload, force=True)
             return
-        fs = self._remote()[0]
+        fs, dest = self._remote()[0], self.path(name)
+        # a local disk would show a partial file while it is written; object stores never do
+        tmp = posixpath.join(posixpath.dirname(dest), f".{posixpath.basename(dest)}.{uuid.uuid4().hex}.tmp")
+        staged = fs.type_name == "local"
         try:
-            fs.create_dir(posixpath.dirname(self.path(name)), recursive=True)
-            with fs.open_output_stream(self.path(name)) as f:
+            fs.create_dir(posixpath.dirname(dest), recursive=True)
+            with fs.open_output_stream(tmp if staged else dest) as f:
                 f.write(payload)
+            if staged:
+                fs.move(tmp, dest)
         except OSError as e:
+            if staged:
+                with contextlib.suppress(OSError):
+                    fs.delete_file(tmp)
             raise PxzError(f"cannot write {name}: {describe(e)}") from None
 
 
@@ -209,7 +220,7 @@ def _image_facts(img) -> dict:
 
 def _error_text(e: BaseException) -> str:
     # a PxzError is a user-facing message; anything else is a bug in pxzip: say which exception it was
-    return str(e) if isinstance(e, PxzError) else f"internal error: {describe(e)}"
+    return str(e) if isinstance(e, PxzError) else f"internal error ({type(e).__name__}): {describe(e)}"
 
 
 @dataclass

@@ -40,11 +40,12 @@ def connect(address: str | None = None, num_cpus: int | None = None, runtime_env
     """Join the Ray cluster at address ("auto": the one this machine is part of; "ray://host:10001" for
     Ray Client), or start a local Ray instance when address is None. A no-op when Ray is already
     initialised (the caller's own ray.init wins). Ray's own logging is kept to warnings."""
+    # Ray Data's execution reports and the warning that its bars are off: pxzip reports in images itself
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # pxzip draws its own bar, counted in images
+    ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.enable_auto_log_stats = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
     if ray.is_initialized():
         return
     kw = {"num_cpus": num_cpus} if address is None else {}
