@@ -163,6 +163,16 @@ def _hidden(name: str) -> bool:
 # ---- what a job does: groups of names ----------------------------------------------------------
 
 
+def relative_name(name: str) -> str:
+    """A name made safe to join to an output folder: '/'-separated, leading '/' dropped (an absolute
+    path from a Ray Dataset's "path" column is mirrored below the output); '..' is refused, so
+    no name (a hostile tar member, say) writes outside the output folder."""
+    parts = [p for p in str(name).replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise UsageError(f"{name!r}: not a name inside the output folder")
+    return "/".join(parts)
+
+
 def pxz_name(name: str) -> str:
     """Output name of an image in a mirrored tree: 'a/b.png' -> 'a/b.pxz'."""
     return posixpath.splitext(name)[0] + ".pxz"
@@ -275,8 +285,8 @@ class Coder:
         """Code (name, load) items to .pxz files in out named after them (`pxz_name`)."""
         rows = []
         for name, load in items:
-            target = pxz_name(name)
             try:
+                target = pxz_name(relative_name(name))
                 existing = out.read(target) if not self.opts.force and out.exists(target) else None
             except PxzError as e:
                 rows.append(make_row(name, error=str(e)))
@@ -301,7 +311,11 @@ class Coder:
             return [make_row(name, error=str(e)) for name, _ in items]
         rows, members = [], []
         for name, load in items:
-            member = member_key(name) + ".pxz"
+            try:
+                member = member_key(relative_name(name)) + ".pxz"
+            except PxzError as e:
+                rows.append(make_row(name, error=str(e)))
+                continue
             existing = None if old is None else old.get(member, b"")  # b"": missing, never matches
             row, payload = self.compress_item(name, load, existing, f"{shard}/{member}")
             if payload is not None:
@@ -346,8 +360,8 @@ class Coder:
         rows: list[dict | None] = [None] * len(items)
         todo = []
         for k, (name, payload) in enumerate(items):
-            target = posixpath.splitext(name)[0] + o.image_format
             try:
+                target = posixpath.splitext(relative_name(name))[0] + o.image_format
                 header, _ = container.unpack(payload)
                 imagefile.check_can_save(header.mode, fmt, kw, header.width, header.height)
                 if not o.force and out.exists(target):
@@ -380,11 +394,11 @@ class Coder:
             if img is None:
                 out.append((make_row(name, error=error), None))
                 continue
+            facts = _image_facts(img)  # dims and bits/dim of the file's own image, before any conversion
             if self.opts.convert is not None and img.mode != self.opts.convert:
                 img = img.convert(self.opts.convert)
             arr = np.asarray(img, dtype=np.uint8)  # H x W (L, P, 1 as 0/1) or H x W x C
-            facts = {"mode": img.mode, "width": img.width, "height": img.height, "dims": arr.size}
-            facts["sha256"] = pixels_sha256(arr)
+            facts |= {"mode": img.mode, "sha256": pixels_sha256(arr)}
             out.append((make_row(name, status="coded", bytes=len(payload), **facts), arr))
         return out
 

@@ -238,7 +238,7 @@ def compress_dataset(
     else:
         src = Store(source)
         names = dataset.image_names(src)
-        bad = dataset.clashes(names, dataset.pxz_name) if shard_size is None else {}
+        bad = dataset.clashes(names, dataset.pxz_name if shard_size is None else dataset.member_key)
         clash_rows = [dataset.make_row(n, error=e) for n, e in bad.items()]
         names = [n for n in names if n not in bad]
         groups = dataset.groups_of(names, size, 1 if shard_size else n_workers)

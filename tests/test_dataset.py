@@ -147,3 +147,41 @@ def test_finish_deduplicates_and_writes_the_manifest(tmp_path):
     assert [r["name"] for r in summary.rows] == ["a", "b"]
     assert dataset.read_manifest(Store(tmp_path)) == summary.rows
     assert summary.bits_per_dim == 4.0 and summary.count("coded") == 1 and len(summary.errors) == 1
+
+
+def test_without_ray_the_extra_is_named(monkeypatch):
+    import importlib
+    import sys
+
+    from click.testing import CliRunner
+
+    from pxzip.cli import cli
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as where it is not installed
+    monkeypatch.delitem(sys.modules, "pxzip.ray", raising=False)
+    with pytest.raises(pxzip.UsageError, match=r'pip install "pxzip\[ray\]"'):
+        importlib.import_module("pxzip.ray")
+    with CliRunner().isolated_filesystem():
+        import os
+
+        os.mkdir("in")
+        r = CliRunner().invoke(cli, ["compress", "-r", "in", "--ray", "-o", "out"])
+    assert r.exit_code == 2 and "pxzip[ray]" in r.stderr and "Traceback" not in r.output
+
+
+def test_names_never_leave_the_output_folder(tmp_path):
+    assert dataset.relative_name("/data/x/a.png") == "data/x/a.png"
+    assert dataset.relative_name("a//./b.png") == "a/b.png"
+    for bad in ("../a.png", "a/../../b.png", "", "/"):
+        with pytest.raises(pxzip.UsageError, match="not a name inside the output folder"):
+            dataset.relative_name(bad)
+    out = Store(tmp_path / "out")
+    img = np.zeros((4, 4, 3), np.uint8)
+    rows = Coder(Options()).compress_files([("../escape.png", lambda: img), ("/abs/ok.png", lambda: img)], out)
+    assert [r["status"] for r in rows] == ["error", "coded"] and (tmp_path / "out" / "abs" / "ok.pxz").exists()
+    hostile = dataset.write_tar([("../../evil.pxz", pxzip.compress(img)), ("fine.pxz", pxzip.compress(img))])
+    (tmp_path / "s.tar").write_bytes(hostile)
+    items = dataset.read_items(Store(tmp_path), "s.tar")
+    rows = Coder(Options()).decompress_items(items, Store(tmp_path / "dec"))
+    assert [r["status"] for r in rows] == ["error", "coded"]
+    assert not list(tmp_path.glob("evil*")) and (tmp_path / "dec" / "s" / "fine.png").exists()

@@ -131,6 +131,15 @@ def test_tar_shards_hold_the_same_bytes_and_decode(tmp_path):
         assert np.array_equal(np.asarray(got), np.asarray(Image.open(src / n))), n
 
 
+def test_names_that_would_share_an_output_are_error_rows(tmp_path):
+    src = tmp_path / "in"
+    _folder(src, 2)
+    _image(5).save(src / "img000.bmp")  # img000.pxz, and key img000 in a shard, are img000.bmp's first
+    for shards in (None, 4):
+        summary = pxray.compress_dataset(str(src), str(tmp_path / f"out{shards}"), workers=1, shard_size=shards)
+        assert [r["name"] for r in summary.errors] == ["img000.png"] and summary.count("coded") == 2
+
+
 def test_decompress_to_images_reports_a_corrupt_file_and_decodes_the_rest(tmp_path):
     src, out, dec = tmp_path / "in", tmp_path / "out", tmp_path / "dec"
     names = _folder(src, 8)
