@@ -149,7 +149,7 @@ def test_finish_deduplicates_and_writes_the_manifest(tmp_path):
     assert summary.bits_per_dim == 4.0 and summary.count("coded") == 1 and len(summary.errors) == 1
 
 
-def test_without_ray_the_extra_is_named(monkeypatch):
+def test_without_ray_the_extra_is_named(tmp_path, monkeypatch):
     import importlib
     import sys
 
@@ -159,13 +159,12 @@ def test_without_ray_the_extra_is_named(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as where it is not installed
     monkeypatch.delitem(sys.modules, "pxzip.ray", raising=False)
+    monkeypatch.delattr(pxzip, "ray", raising=False)  # else `from pxzip import ray` finds the loaded module
     with pytest.raises(pxzip.UsageError, match=r'pip install "pxzip\[ray\]"'):
         importlib.import_module("pxzip.ray")
-    with CliRunner().isolated_filesystem():
-        import os
-
-        os.mkdir("in")
-        r = CliRunner().invoke(cli, ["compress", "-r", "in", "--ray", "-o", "out"])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()
+    r = CliRunner().invoke(cli, ["compress", "-r", "in", "--ray", "-o", "out"])
     assert r.exit_code == 2 and "pxzip[ray]" in r.stderr and "Traceback" not in r.output
 
 

@@ -7,7 +7,9 @@ import shlex
 from pathlib import Path
 
 import click
+import numpy as np
 import pytest
+from PIL import Image
 
 from pxzip.cli import cli
 
@@ -37,10 +39,16 @@ def test_python_examples_run(tmp_path, monkeypatch) -> None:
     blocks = _blocks("python")
     assert len(blocks) >= 2
     monkeypatch.chdir(tmp_path)
+    images = tmp_path / "images"  # the folder the Ray example codes: a reader's own images
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (8, 8 + i, 3), dtype=np.uint8)).save(images / f"{i}.png")
     namespace: dict = {}
     for code in blocks:  # one namespace: later blocks use names from earlier ones, as a reader would
         exec(compile(code, str(README), "exec"), namespace)
     assert (tmp_path / "a.pxz").exists() and (tmp_path / "a.png").exists()
+    assert sorted(p.name for p in (tmp_path / "images-pxz").glob("*.pxz")) == ["0.pxz", "1.pxz", "2.pxz"]
 
 
 @pytest.mark.parametrize("argv", _pxzip_lines(), ids=lambda a: " ".join(a)[:50])
