@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from pxzip import kernels, network
+from pxzip import igemm, kernels, network
 from pxzip.exact import CLAMP, LUT_RANGE, ExactModel, NpArith
 
 
@@ -120,14 +120,16 @@ GEMM_LANES = 8  # lanes from which the horizontal stream's convolutions go to to
 
 def _segments(code: np.ndarray, wflat: np.ndarray) -> list:
     """The program cut at its convolutions: runs of other instructions (int64 arrays) and, for each
-    convolution, (its instruction, its weights as a (K, Cout) tensor)."""
+    convolution, (its instruction, its (K, Cout) weights as igemm.Weights)."""
     out, start = [], 0
     for q, row in enumerate(code):
         if row[0] in (kernels.OP_CONV_V, kernels.OP_CONV_ROW):
             if q > start:
                 out.append(np.ascontiguousarray(code[start:q]))
             cd, wo, kk = int(row[2]), int(row[7]), int(row[9])
-            out.append((tuple(int(v) for v in row), torch.from_numpy(wflat[wo : wo + kk * cd].reshape(kk, cd))))
+            out.append(
+                (tuple(int(v) for v in row), igemm.Weights(torch.from_numpy(wflat[wo : wo + kk * cd].reshape(kk, cd))))
+            )
             start = q + 1
     if start < len(code):
         out.append(np.ascontiguousarray(code[start:]))
@@ -154,10 +156,7 @@ class _RowOps(NpArith):
         win = np.empty((st.b * st.w, spec.kh * spec.kw * spec.cin))
         kernels.gather_rows(data, self.i, spec.top, spec.left, spec.kh, spec.kw, win)
         acc = np.empty((len(win), spec.cout))
-        torch.mm(
-            torch.from_numpy(win), self.em.layers[name].wwin, out=torch.from_numpy(acc)
-        )  # exact: partial sums < 2**52
-        kernels.finish(acc, st.bias[name], st.row_lane, st.mult[name], CLAMP, acc)
+        igemm.matmul_finish(win, self.em.layers[name].gemm, st.bias[name], st.row_lane, st.mult[name], CLAMP, acc)
         return acc
 
 
@@ -199,7 +198,6 @@ class Stepper:
         # many lanes: each conv as one torch GEMM over all lanes (BLAS beats the compiled per-lane
         # products from about 8 lanes on), the ops between convs as compiled program segments
         self.segments = _segments(self.code, self.wflat) if batch >= GEMM_LANES else None
-        self.t_rowbuf, self.t_vbuf = torch.from_numpy(self.rowbuf), torch.from_numpy(self.vbuf)
         self.lanes = np.arange(batch)
         self.x_off = p.row_bufs["x"][0]
         self.i = -1
@@ -231,12 +229,12 @@ class Stepper:
                     continue
                 (op, dst, cd, a, ca, b2, _, _, bo, kk), w = seg
                 if op == kernels.OP_CONV_V:
-                    x = self.t_vbuf[:, a + j * ca : a + j * ca + kk]  # (B, K): a strided view, no copy
+                    x = self.vbuf[:, a + j * ca : a + j * ca + kk]  # (B, K): a strided view, no copy
                 else:
-                    x = self.t_rowbuf[:, a + (self.r + j - b2) * ca : a + (self.r + j - b2) * ca + kk]
-                acc = torch.mm(x, w).numpy()  # exact: integer partial sums < 2**52
+                    x = self.rowbuf[:, a + (self.r + j - b2) * ca : a + (self.r + j - b2) * ca + kk]
                 out = self.regs[:, dst : dst + cd]
-                kernels.finish(acc, self.bflat[:, bo : bo + cd], self.lanes, self.mflat[bo : bo + cd], CLAMP, out)
+                bias, mult = self.bflat[:, bo : bo + cd], self.mflat[bo : bo + cd]
+                igemm.matmul_finish(x, w, bias, self.lanes, mult, CLAMP, out)  # exact integers (igemm)
         off, c = self.prog.out
         return self.regs[:, off : off + c]
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from pxzip import kernels, network
+from pxzip import igemm, kernels, network
 from pxzip.config import ModelConfig
 from pxzip.exact import CLAMP, ExactModel, IntArith, NpArith, Routed, exact_mode
 
@@ -372,8 +372,7 @@ class _CVOps(Routed, NpArith):
             lag, spec.top, spec.left, spec.kh, spec.kw, win,
         )  # fmt: skip
         acc = np.empty((ws.a, spec.cout))
-        torch.mm(torch.from_numpy(win), layer.wwin, out=torch.from_numpy(acc))  # exact: partial sums < 2**52
-        kernels.finish(acc, ws.bias[name], ws.tile, ws.mult[name], CLAMP, acc)
+        igemm.matmul_finish(win, layer.gemm, ws.bias[name], ws.tile, ws.mult[name], CLAMP, acc)  # exact (igemm)
         return self._emit(acc)
 
     def _ew(self, fn, *ks):
@@ -406,8 +405,7 @@ class _CHOps(NpArith):
         win = np.empty((len(ws.px_lane), kw * data.shape[1]))
         kernels.gather_row(data, cols, ws.px_lane, ws.px_col, left, kw, win)
         acc = np.empty((len(win), spec.cout))
-        torch.mm(torch.from_numpy(win), self.em.layers[name].wwin, out=torch.from_numpy(acc))
-        kernels.finish(acc, ws.bias[name], ws.px_tile, ws.mult[name], CLAMP, acc)
+        igemm.matmul_finish(win, self.em.layers[name].gemm, ws.bias[name], ws.px_tile, ws.mult[name], CLAMP, acc)
         return acc
 
 
