@@ -41,11 +41,12 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--cases", default="cifar1:1,cifar64:1,palette:1,kodim23-gray:1,kodim23:1,kodim23:2")
     a = ap.parse_args()
+    ref_python = os.path.abspath(a.ref)  # the runs start in a temporary folder; not resolve(): a venv's python is a link
     ref_env = dict(kv.split("=", 1) for kv in a.ref_env)
     rows = []
     for spec in a.cases.split(","):
         case, _, threads = spec.partition(":")
-        ref, new = run(a.ref, case, int(threads), ref_env), run(sys.executable, case, int(threads))
+        ref, new = run(ref_python, case, int(threads), ref_env), run(sys.executable, case, int(threads))
         row = {
             "case": case,
             "threads": int(threads),

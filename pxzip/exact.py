@@ -463,7 +463,7 @@ class CompiledTileOps(Routed, NpArith, TileOps):
 
     def conv(self, name, src):
         layer = self.em.layers[name]
-        if layer.gemm.limbs is None:
+        if layer.gemm.limbs is None or not igemm.whole_tiles():
             return super().conv(name, src)
         spec, x = self.em.specs[name], self.t[src]  # (B, Cin, H, W)
         out = igemm.conv_finish(

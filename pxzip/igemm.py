@@ -1,17 +1,23 @@
-"""Exact integer matrix products as int8 GEMMs on 7-bit limbs: float64's integers, several times faster.
+"""Exact integer matrix products as int8 GEMMs on 7-bit limbs: float64's integers, faster on one core.
 
 Why: the exact network's convolutions are sums of integer products (activations |a| <= 2**20,
-weights |w| < 2**12). float64 GEMMs give those integers exactly (export proves every partial sum
+weights |w| < 2**11). float64 GEMMs give those integers exactly (export proves every partial sum
 < 2**52) but run at ~20 GMAC/s a core here; int8 GEMMs with int32 sums (torch._int_mm, oneDNN)
 run at ~180. Writing every integer in balanced base-128 digits (limbs), v = sum_i d_i 128**i with
-d_i in [-64, 63], a product x @ w is the sum over limb pairs of 128**(i+j) * (x_i @ w_j). Each limb
-product is exact in int32 in any summation order: |d| <= 64 gives |x_i . w_j| <= K * 2**12 < 2**31
-for K < 2**19. Limbs of at most 64 (not 127) also keep clear of the int16 saturation of AVX2's
-vpmaddubsw path (u8 * s8 pairs: 2 * 192 * 64 < 2**15), so no backend can round or saturate.
-The limb results are combined in int64 (exact) and the result, < 2**52 by export's bound, is
-exact in float64. So the integers are the same as float64's whatever the limb count, backend,
-blocking or thread count; the limb count is chosen per call from the data (pixel rows need 2
-limbs, most activations 2, the largest 3).
+d_i in [-64, 63], a product x @ w is the sum over limb pairs of 128**(i+j) * (x_i @ w_j): weights
+take two limbs and activations two or three, so four to six int8 products replace one float64
+product, 1.2-1.6x net on one thread (measured: benchmarks/README.md, session 13).
+
+Each limb product is exact in int32 in any summation order: |d| <= 64 gives |x_i . w_j| <= K * 2**12
+< 2**31 for K < 2**19. Limbs of at most 64 (not 127) also keep clear of the int16 saturation of
+AVX2's vpmaddubsw path (u8 * s8 pairs: 2 * 192 * 64 < 2**15), and the self-check at import tries
+the extremes, so a backend that rounded or saturated anyway would be caught and not used. The limb
+results are combined in int64 (exact) and the result, < 2**52 by export's bound, is exact in
+float64. So the integers are the same as float64's whatever the limb count, backend, blocking or
+thread count; the limb count is chosen per call from the data. Which path runs is therefore only a
+question of speed: the decoders' small per-step products always take the limbs; the encoder's
+whole-tile products take them on one torch thread only (`whole_tiles`), since on more the
+multi-threaded float64 GEMM was faster (the limb splitting and recombining run on one core).
 
 Where torch._int_mm is missing or fails its self-check, `matmul` uses the float64 GEMM: the same
 integers, only slower. PXZIP_GEMM=float64 forces that path (the reference, for tests and benchmarks).
@@ -234,6 +240,12 @@ class Weights:
         if self._limbs_t is None:
             self._limbs_t = self.limbs.T.contiguous()
         return self._limbs_t
+
+
+def whole_tiles() -> bool:
+    """Whether the encoder's whole-tile convolutions take the int8 path: on one torch thread only
+    (kodim23, 2 threads: 22-26 s encode against 20 s on float64; 1 thread: 23 s against 28 s)."""
+    return INT8 and torch.get_num_threads() == 1
 
 
 def matmul(x: np.ndarray, w: Weights, out: np.ndarray) -> np.ndarray:

@@ -108,7 +108,8 @@ def test_conv_finish_equals_float64_path(b, cin, h, w, cout, kh, kw, pad, monkey
 
 @needs_int8
 @pytest.mark.parametrize("name", ["pxz-rgb-photo", "pxz-gray-cifar"])
-def test_shipped_model_head_outputs_equal_float64_path(name):
+def test_shipped_model_head_outputs_equal_float64_path(name, monkeypatch):
+    monkeypatch.setattr(igemm, "whole_tiles", lambda: True)  # the encoder's int8 path whatever the thread count
     em = zoo.load_model(name).exact
     c = em.cfg.in_channels
     rng = np.random.default_rng(7)
@@ -130,3 +131,22 @@ def test_env_forces_float64_path():
     code = "from pxzip import igemm; print(igemm.INT8)"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@needs_int8
+@pytest.mark.parametrize("shape", [(40, 48, 3), (72, 80, 3), (70, 66)])
+def test_encoder_paths_write_the_same_bytes(shape, monkeypatch):
+    """The encoder's whole-tile convolutions on int8 limbs and on float64 give the same file (and
+    the decoder, on limbs, reads it back); shapes: CIFAR model in raster order, photo models in
+    wavefront order, RGB and gray."""
+    import pxzip
+
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 256, (shape[0] // 8 + 1, shape[1] // 8 + 1, *shape[2:]))
+    img = np.clip(np.kron(base, np.ones((8, 8) + (1,) * (len(shape) - 2)))[: shape[0], : shape[1]], 0, 255)
+    img = (img + rng.integers(-6, 7, img.shape)).clip(0, 255).astype(np.uint8)
+    monkeypatch.setattr(igemm, "whole_tiles", lambda: True)
+    fast = pxzip.compress(img)
+    monkeypatch.setattr(igemm, "whole_tiles", lambda: False)
+    assert pxzip.compress(img) == fast
+    assert np.array_equal(pxzip.decompress(fast), img)
