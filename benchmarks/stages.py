@@ -3,17 +3,22 @@
     python benchmarks/stages.py [--image PATH] [--crop HxW]
 
 Stages (exclusive times, measured by wrapping the functions in the running install, so it works
-on release 3fb0a0f as on this checkout):
-  gemm      every float64 matrix product (torch.mm, addmm_, @): the arithmetic exactness needs
+on release 3fb0a0f as on this checkout; a stage the install lacks is left out):
+  gemm      every matrix product of the exact network: float64 (torch.mm, addmm_, @) and int8
+            (torch._int_mm, pxzip/igemm.py)
+  limbs     splitting integers into int8 limbs and recombining the limb products (igemm's kernels)
+  network   the rest of the network's evaluation: element-wise integer ops, gathers, ring buffers,
+            the Python that drives them (the decoders' steppers, the encoder's parallel pass)
   tables    exact probability tables (tables.head_freqs_all, PixelSteps.freqs / observe)
   fit       the head-offsets fit (adapt.fit, float32; its own GEMMs are counted here, not in gemm)
-  other     the rest: Python glue, element-wise integer ops, gathers, ring buffers, the range coder
-The wrappers cost a few microseconds a call, so "other" is a slight overestimate.
+  other     the rest: the range coder, the plane coders' choice, file assembly, glue
+The wrappers cost a few microseconds a call, so "other" and "network" are slight overestimates.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import time
 from pathlib import Path
@@ -42,6 +47,29 @@ def timed(stage: str, fn):
     return wrapper
 
 
+def wrap_all(stage: str, module: str, *names: str) -> None:
+    """Time the module's functions `names` (module attributes, so callers in the module see the
+    wrapper) as `stage`; those the install lacks are skipped."""
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return
+    for name in names:
+        if hasattr(mod, name):
+            setattr(mod, name, timed(stage, getattr(mod, name)))
+
+
+def wrap_methods(stage: str, module: str, cls: str, *names: str) -> None:
+    """wrap_all for the methods of a class."""
+    try:
+        klass = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError):
+        return
+    for name in names:
+        if hasattr(klass, name):
+            setattr(klass, name, timed(stage, getattr(klass, name)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image", default=str(Path(__file__).resolve().parents[2] / "shared/data/kodak/kodim23.png"))
@@ -56,6 +84,13 @@ def main() -> None:
     torch.mm = timed("gemm", torch.mm)
     torch.Tensor.addmm_ = timed("gemm", torch.Tensor.addmm_)
     torch.Tensor.__matmul__ = timed("gemm", torch.Tensor.__matmul__)
+    if hasattr(torch, "_int_mm"):
+        torch._int_mm = timed("gemm", torch._int_mm)
+    limb_kernels = ("_to_limbs", "_limbs_padded", "_combine_rows_finish", "_combine_finish", "_combine")
+    wrap_all("limbs", "pxzip.igemm", *limb_kernels)
+    wrap_all("network", "pxzip.codec", "unit_params")
+    wrap_methods("network", "pxzip.wavefront", "WaveStepper", "advance", "params", "params_int")
+    wrap_methods("network", "pxzip.raster", "Stepper", "start_row", "params", "params_int")
     tables.head_freqs_all = timed("tables", tables.head_freqs_all)
     tables.PixelSteps.freqs = timed("tables", tables.PixelSteps.freqs)
     tables.PixelSteps.observe = timed("tables", tables.PixelSteps.observe)
