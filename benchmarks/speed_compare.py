@@ -41,7 +41,8 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--cases", default="cifar1:1,cifar64:1,palette:1,kodim23-gray:1,kodim23:1,kodim23:2")
     a = ap.parse_args()
-    ref_python = os.path.abspath(a.ref)  # the runs start in a temporary folder; not resolve(): a venv's python is a link
+    # the runs start in a temporary folder; abspath, not resolve(): a venv's python is a link
+    ref_python = os.path.abspath(a.ref)
     ref_env = dict(kv.split("=", 1) for kv in a.ref_env)
     rows = []
     for spec in a.cases.split(","):
