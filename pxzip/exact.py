@@ -16,8 +16,8 @@ between platforms) is ever called at coding time.
 Convolutions are written as matrix products (`ExactLayer.conv`, one GEMM per kernel tap), never
 through conv2d, so no backend can pick a Winograd or FFT algorithm, which would not sum the exact
 products; `exact_mode()` also switches cuDNN off. On the CPU the products run as int8 GEMMs on
-7-bit limbs of the same integers (igemm.py: exact in int32, about 2x float64's speed here); the
-float64 GEMM stays the reference and the path on other devices.
+7-bit limbs of the same integers (igemm.py: exact in int32; the products about 2x faster than
+float64's here); the float64 GEMM stays the reference and the path on other devices.
 """
 
 from __future__ import annotations
