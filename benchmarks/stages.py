@@ -86,7 +86,7 @@ def main() -> None:
     torch.Tensor.__matmul__ = timed("gemm", torch.Tensor.__matmul__)
     if hasattr(torch, "_int_mm"):
         torch._int_mm = timed("gemm", torch._int_mm)
-    limb_kernels = ("_to_limbs", "_limbs_padded", "_combine_rows_finish", "_combine_finish", "_combine")
+    limb_kernels = ("_to_limbs", "_limbs_padded", "_combine_rows_finish", "_combine_finish")
     wrap_all("limbs", "pxzip.igemm", *limb_kernels)
     wrap_all("network", "pxzip.codec", "unit_params")
     wrap_methods("network", "pxzip.wavefront", "WaveStepper", "advance", "params", "params_int")

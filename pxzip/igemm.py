@@ -19,7 +19,7 @@ question of speed: the decoders' small per-step products always take the limbs; 
 whole-tile products take them on one torch thread only (`whole_tiles`), since on more the
 multi-threaded float64 GEMM was faster (the limb splitting and recombining run on one core).
 
-Where torch._int_mm is missing or fails its self-check, `matmul` uses the float64 GEMM: the same
+Where torch._int_mm is missing or fails its self-check, the float64 GEMM runs instead: the same
 integers, only slower. PXZIP_GEMM=float64 forces that path (the reference, for tests and benchmarks).
 """
 
@@ -36,7 +36,7 @@ from pxzip.kernels import _rq
 
 LIMB_BITS = 7  # base 128 digits ...
 LIMB_MAX = 64  # ... in [-64, 63]
-CHUNK = 2048  # output columns per GEMM of conv_sums (its int8 im2col, <= 2 MB a limb, stays in cache)
+CHUNK = 2048  # output columns per GEMM of conv_finish (its int8 im2col stays in cache)
 MAX_K = 1 << 19  # inner dimension bound for exact int32 limb sums: K * 64 * 64 < 2**31
 
 _jit = njit(cache=True, nogil=True)
@@ -56,6 +56,12 @@ def _bias(n: int) -> int:
     """64 * (1 + 128 + ... + 128**(n-1)): v + bias(n) has n unsigned base-128 digits, each 64 above
     v's balanced digit."""
     return LIMB_MAX * (((1 << (LIMB_BITS * n)) - 1) // ((1 << LIMB_BITS) - 1))
+
+
+@_jit
+def _digit(v, bias, sh):
+    """Limb sh / 7 of the integer v (a float64), in [-64, 63]: digit of v + bias, less 64."""
+    return (((np.int64(v) + bias) >> sh) & 127) - LIMB_MAX
 
 
 @_jit
@@ -87,7 +93,7 @@ def _split_rows(x, n, bias, out):
         for r in range(m):
             o = out[i * m + r]
             for c in range(k):
-                o[c] = (((np.int64(x[r, c]) + bias) >> sh) & 127) - LIMB_MAX
+                o[c] = _digit(x[r, c], bias, sh)
     return out
 
 
@@ -99,7 +105,7 @@ def _split_cols(w, n, bias, out):
         for j in range(n):
             sh = LIMB_BITS * j
             for c in range(m):
-                out[r, j * m + c] = (((np.int64(w[r, c]) + bias) >> sh) & 127) - LIMB_MAX
+                out[r, j * m + c] = _digit(w[r, c], bias, sh)
 
 
 @_jit
@@ -116,17 +122,6 @@ def _limb_sums(r, na, nw, row0, ri, rj, ci, cj, s):
             rr = r[row0 + i * ri + j * rj, i * ci + j * cj : i * ci + j * cj + n]
             for o in range(n):
                 s[o] += np.int64(rr[o]) << sh
-
-
-@_jit
-def _combine(r, na, nw, out):
-    """Limb products r (na * M, nw * N) int32 -> out (M, N) float64 = sum 128**(i+j) r[i*M+m, j*N+o]."""
-    m, n = out.shape
-    s = np.empty(n, np.int64)
-    for a in range(m):
-        _limb_sums(r, na, nw, a, m, 0, 0, n, s)
-        for o in range(n):
-            out[a, o] = s[o]
 
 
 @_jit
@@ -153,7 +148,7 @@ def _limbs_padded(x, pt, pl, hp, wp):
                     r = x[q, c, i]
                     base = (q * hp + pt + i) * wp + pl
                     for j in range(w):
-                        o[base + j] = (((np.int64(r[j]) + bias) >> sh) & 127) - LIMB_MAX
+                        o[base + j] = _digit(r[j], bias, sh)
     return n, out
 
 
@@ -219,7 +214,8 @@ INT8 = _self_check()  # int8 limb GEMMs in use (else the float64 GEMM)
 
 
 class Weights:
-    """A layer's integer weight matrix (K, N) for `matmul`: the float64 one and its int8 limbs."""
+    """A layer's integer weight matrix (K, N) for `matmul_finish` / `conv_finish`: the float64 one and
+    its int8 limbs."""
 
     def __init__(self, w: torch.Tensor):
         self.f64 = w.to(torch.float64).contiguous()  # (K, N) integers, the float64 path's operand
@@ -248,25 +244,14 @@ def whole_tiles() -> bool:
     return INT8 and torch.get_num_threads() == 1
 
 
-def matmul(x: np.ndarray, w: Weights, out: np.ndarray) -> np.ndarray:
-    """out (M, N) float64 = x (M, K) @ w, integers exact (module docstring); x float64 integers."""
-    if w.limbs is None or not len(x):
-        torch.mm(torch.from_numpy(x), w.f64, out=torch.from_numpy(out))  # exact: partial sums < 2**52
-        return out
-    na, xl = _to_limbs(x)
-    r = torch._int_mm(torch.from_numpy(xl), w.limbs).numpy()  # (na * M, nw * N) int32
-    _combine(r, na, w.n_limbs, out)
-    return out
-
-
 def matmul_finish(
     x: np.ndarray, w: Weights, bias: np.ndarray, tile: np.ndarray, mult: np.ndarray, clamp: float, out: np.ndarray
 ) -> np.ndarray:
-    """`matmul` then kernels.finish in one pass: out (M, N) = rq((x @ w + bias[tile[m] or 0]) * mult),
-    clamped; the decoders' per-step convolutions."""
+    """The decoders' per-step convolutions: out (M, N) = rq((x @ w + bias[tile[m] or 0]) * mult),
+    clamped, for x (M, K) float64 integers (as kernels.finish after the float64 product)."""
     if w.limbs is None or not len(x):
-        acc = matmul(x, w, np.empty(out.shape))  # out may be a strided view, which torch.mm's out= refuses
-        kernels.finish(acc, bias, tile, mult, clamp, out)
+        acc = torch.mm(torch.from_numpy(x), w.f64).numpy()  # exact: partial sums < 2**52
+        kernels.finish(acc, bias, tile, mult, clamp, out)  # (out may be a strided view)
         return out
     na, xl = _to_limbs(x)
     r = torch._int_mm(torch.from_numpy(xl), w.limbs).numpy()  # (na * M, nw * N) int32

@@ -47,27 +47,54 @@ def random_ints(rng, shape, amax):
     return x
 
 
+def exact_product(x, w, m, n):
+    """x @ w through matmul_finish with an identity requantisation (no bias, scale 1, no clamp
+    reached), which leaves the integer sums as they are."""
+    out = np.empty((m, n))
+    igemm.matmul_finish(x, w, np.zeros((1, n)), np.zeros(m, np.int64), np.ones(n), 2.0**52, out)
+    return out
+
+
 @needs_int8
 @pytest.mark.parametrize("m,k,n", [(1, 1, 1), (3, 7, 5), (85, 288, 96), (0, 4, 3), (300, 96, 48)])
 @pytest.mark.parametrize("amax", [0, 63, 255, 8127, 8128, CLAMP])
-def test_matmul_equals_integer_product(m, k, n, amax):
+def test_limb_product_equals_integer_product(m, k, n, amax):
     rng = np.random.default_rng(m * 1000 + k + amax)
     x, w = random_ints(rng, (m, k), amax), random_ints(rng, (k, n), 4095)
     wt = igemm.Weights(torch.from_numpy(w))
     assert wt.limbs is not None and wt.n_limbs == 2
-    out = igemm.matmul(x, wt, np.empty((m, n)))
+    out = exact_product(x, wt, m, n)
     assert np.array_equal(out, x.astype(np.int64) @ w.astype(np.int64))
 
 
+def test_float64_fallback_gives_the_same_activations():
+    """matmul_finish without limbs (no _int_mm, another device, PXZIP_GEMM=float64) equals the limb
+    path, into a strided output view as the raster decoder passes it."""
+    rng = np.random.default_rng(11)
+    x, w = random_ints(rng, (40, 70), CLAMP), random_ints(rng, (70, 9), 4095)
+    bias, mult, tile = random_ints(rng, (3, 9), 5000), np.full(9, 2.0**-12), rng.integers(0, 3, 40)
+    outs = []
+    for limbs in (True, False):
+        wt = igemm.Weights(torch.from_numpy(w))
+        if not limbs:
+            wt.limbs = None
+        regs = np.zeros((40, 20))
+        igemm.matmul_finish(x, wt, bias, tile, mult, CLAMP, regs[:, 5:14])
+        outs.append(regs)
+    ref = np.empty((40, 9))
+    kernels.finish(x.astype(np.int64) @ w.astype(np.int64) * 1.0, bias, tile, mult, CLAMP, ref)
+    assert np.array_equal(outs[1][:, 5:14], ref) and np.array_equal(outs[0], outs[1])
+
+
 @needs_int8
-def test_matmul_at_the_export_bound():
+def test_limb_product_at_the_export_bound():
     """Every product at its largest (|a| = 2**20, |w| = 4095), all of one sign: the largest sums."""
     k = 512
     x = np.full((4, k), float(CLAMP))
     x[1] = -CLAMP
     w = np.full((k, 3), 4095.0)
     w[:, 1] = -4095
-    out = igemm.matmul(x, igemm.Weights(torch.from_numpy(w)), np.empty((4, 3)))
+    out = exact_product(x, igemm.Weights(torch.from_numpy(w)), 4, 3)
     assert np.array_equal(out, x.astype(np.int64) @ w.astype(np.int64))
     assert abs(out).max() == k * CLAMP * 4095  # 2**41: far past int32, exact through the limbs
 
