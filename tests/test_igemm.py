@@ -67,6 +67,24 @@ def test_limb_product_equals_integer_product(m, k, n, amax):
     assert np.array_equal(out, x.astype(np.int64) @ w.astype(np.int64))
 
 
+@needs_int8
+@pytest.mark.parametrize("view", ["block", "rows", "step", "transposed"])
+def test_limb_product_of_views(view):
+    """Inputs the decoders pass as views (the raster decoder: whole-height column blocks of its row
+    buffers, taken by the fast path) and any other layout (copied first) give the same integers."""
+    rng = np.random.default_rng(5)
+    base, w = random_ints(rng, (37, 300), CLAMP), random_ints(rng, (40, 6), 4095)
+    x = {
+        "block": base[:, 123:163],
+        "rows": base[3:30, 10:50],
+        "step": base[:, 0:80:2],
+        "transposed": np.ascontiguousarray(base[:, :40].T).T,
+    }[view]
+    assert not x.flags.c_contiguous
+    out = exact_product(x, igemm.Weights(torch.from_numpy(w)), *x.shape[:1], 6)
+    assert np.array_equal(out, x.astype(np.int64) @ w.astype(np.int64))
+
+
 def test_float64_fallback_gives_the_same_activations():
     """matmul_finish without limbs (no _int_mm, another device, PXZIP_GEMM=float64) equals the limb
     path, into a strided output view as the raster decoder passes it."""

@@ -60,6 +60,29 @@ def test_a_tampered_shipped_model_is_refused(tmp_path):
         zoo.load_file(bad, expected_sha256=zoo.registry()[name])
 
 
+def test_a_model_file_rewritten_in_place_is_hashed_again(tmp_path):
+    """Loads are cached by the file's stat (inode, size, mtime, ctime): a rewrite changes the ctime,
+    so the new bytes are hashed, even with the old mtime put back."""
+    import os
+
+    gray, rgb = (zoo.installed()[zoo.DEFAULTS[k]] for k in ("gray", "rgb"))
+    f = tmp_path / "m.safetensors"
+    f.write_bytes(gray.read_bytes())
+    first = zoo.load_file(f)
+    assert zoo.load_file(f) is first  # unchanged: the cached model
+    st = os.stat(f)
+    with open(f, "r+b") as fh:  # same inode, new content
+        fh.write(rgb.read_bytes())
+        fh.truncate()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert zoo.load_file(f).sha256 == zoo.registry()[zoo.DEFAULTS["rgb"]]
+    # a cached model's bytes under a name that expects another hash are refused, cache or not
+    with pytest.raises(pxzip.ModelFileError):
+        zoo.load_file(f, expected_sha256=zoo.registry()[zoo.DEFAULTS["gray"]])
+    with pytest.raises(pxzip.ModelFileError):
+        zoo.load_file(f, expected_sha256=zoo.registry()[zoo.DEFAULTS["gray"]])
+
+
 @pytest.mark.parametrize("model_id", ["98c9", "9667", "9048", "1315"])
 def test_files_of_superseded_shipped_models_still_decode(model_id):
     """A shipped model (current or, once replaced, installed under a new name with bytes and id
