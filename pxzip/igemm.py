@@ -158,16 +158,16 @@ def _limbs_padded(x, pt, pl, hp, wp):
     n = limbs_for(m)
     bias = _bias(n)
     out = np.zeros((n, cin, b * hp * wp), np.int8)
-    for li in range(n):
-        sh = LIMB_BITS * li
-        for q in range(b):
-            for c in range(cin):
-                o = out[li, c]
-                for i in range(h):
-                    r = x[q, c, i]
-                    base = (q * hp + pt + i) * wp + pl
+    for q in range(b):
+        for c in range(cin):
+            for i in range(h):
+                r = x[q, c, i]
+                base = (q * hp + pt + i) * wp + pl
+                for li in range(n):  # each input row read once, its limbs written from it
+                    o = out[li, c, base : base + w]
+                    sh = LIMB_BITS * li
                     for j in range(w):
-                        o[base + j] = _digit(r[j], bias, sh)
+                        o[j] = _digit(r[j], bias, sh)
     return n, out
 
 
@@ -176,7 +176,7 @@ def _combine_finish(r, na, nw, p0, hp, wp, ho, wo, bias, mult, clamp, out):
     """Limb products r (nw * C, na * m) int32 of output columns p0 .. p0 + m - 1 (flat (B, Hp, Wp)
     positions) -> activations out[b, o, i, j] = rq((sum + bias[b or 0, o]) * mult[o]) (exact.IntArith
     ._finish) for the columns inside (ho, wo); the others (windows across a row or tile end) are
-    dropped."""
+    dropped. Written a padded row's run of columns at a time, so the inner loop vectorises."""
     c = out.shape[1]
     m = r.shape[1] // na
     shared = bias.shape[0] == 1
@@ -184,12 +184,19 @@ def _combine_finish(r, na, nw, p0, hp, wp, ho, wo, bias, mult, clamp, out):
     for o in range(c):
         _limb_sums(r, na, nw, o, 0, c, m, 0, s)
         mo = mult[o]
+        p = 0
         q, rem = divmod(p0, hp * wp)
         y, x = divmod(rem, wp)
-        for p in range(m):  # (q, y, x): column p0 + p's tile, row and column, counted along
+        while p < m:  # one run: padded row y of tile q from column x, as far as the chunk goes
+            run = min(wp - x, m - p)
             if y < ho and x < wo:
-                out[q, o, y, x] = _rq((s[p] + bias[0 if shared else q, o]) * mo, clamp)
-            x += 1
+                bq = bias[0 if shared else q, o]
+                dst = out[q, o, y, x : min(wo, x + run)]
+                src = s[p : p + len(dst)]
+                for k in range(len(dst)):
+                    dst[k] = _rq((src[k] + bq) * mo, clamp)
+            p += run
+            x += run
             if x == wp:
                 x, y = 0, y + 1
                 if y == hp:
