@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
@@ -48,6 +49,7 @@ MAX_WAVE_LANES = 4096  # rows in flight (per member) the decoder batches across 
 WAVE_UNIT_PIXELS = container.WAVE_UNIT_PIXELS  # wavefront order: tiles per unit up to this many pixels (at least one)
 PASS_POSITIONS = 16384  # positions per chunk of the encoder's parallel pass (bounds its memory)
 TABLE_POSITIONS = 8192  # positions per batch of exact tables in the encoder (bounds its memory)
+FALLBACK_THREAD_PIXELS = 1 << 16  # planes from this size get their fallback coders on a second thread
 KEEP_PARAMS = 1 << 26  # head outputs (int32) of a unit the encoder keeps between fitting offsets and coding
 FAMILY = constriction.stream.model.Categorical(perfect=False)
 SCALE = 2.0**-tables.PRECISION
@@ -500,21 +502,29 @@ def compress(
     offsets: list[tuple[int, ...]] = []
     coders: list[container.PlaneCode] = []
     units = units_for(h, w, tile_log2, len(split.planes), wave)
-    for p, plane in enumerate(split.planes):
-        before, first = enc.clone(), len(offsets)
-        for unit in (u for u in units if u.plane == p):
-            tiles = _gather(plane, unit)
-            offsets.append(encode_unit(enc, models[split.kinds[p]], tiles, trace, step, label, wave, adapt))
-        best = _fallback_for(split, p) if fallback else None
-        # the network's cost of this plane: its share of the stream and of the offsets section
-        cost = _stream_size(enc) - _stream_size(before)
-        cost += sum(len(container.offset_record(r)) - 1 for r in offsets[first:])
-        if best is not None and len(container.coders_section((best,))) < cost:
-            enc = before  # the plane leaves the stream: the fallback's bytes code it instead
-            offsets[first:] = [()] * (len(offsets) - first)
-            coders.append(best)
-        else:
-            coders.append(container.PlaneCode(container.NETWORK))
+    # a large plane's fallback coders (context mixing, PNG: compiled or C code that releases the GIL)
+    # run on a second thread while the network codes it; the result is the same, only sooner
+    side = ThreadPoolExecutor(1) if fallback and h * w >= FALLBACK_THREAD_PIXELS else None
+    try:
+        for p, plane in enumerate(split.planes):
+            pending = side.submit(_fallback_for, split, p) if side is not None else None
+            before, first = enc.clone(), len(offsets)
+            for unit in (u for u in units if u.plane == p):
+                tiles = _gather(plane, unit)
+                offsets.append(encode_unit(enc, models[split.kinds[p]], tiles, trace, step, label, wave, adapt))
+            best = pending.result() if pending is not None else _fallback_for(split, p) if fallback else None
+            # the network's cost of this plane: its share of the stream and of the offsets section
+            cost = _stream_size(enc) - _stream_size(before)
+            cost += sum(len(container.offset_record(r)) - 1 for r in offsets[first:])
+            if best is not None and len(container.coders_section((best,))) < cost:
+                enc = before  # the plane leaves the stream: the fallback's bytes code it instead
+                offsets[first:] = [()] * (len(offsets) - first)
+                coders.append(best)
+            else:
+                coders.append(container.PlaneCode(container.NETWORK))
+    finally:
+        if side is not None:
+            side.shutdown(wait=False, cancel_futures=True)
     if any(c.method != container.NETWORK for c in coders):
         header = _with_coders(header, split, tuple(coders))
         if header.label is not None and not _classes(models[k] for k in container.used_slots(header)):

@@ -204,6 +204,22 @@ def test_no_fallback_is_the_old_format():
     assert pxzip.compress(img, gray)[2] >> 4 == 6
 
 
+def test_fallback_thread_writes_the_same_bytes(monkeypatch):
+    """Large planes run their fallback coders on a second thread: the same choice, the same file,
+    whether the fallback or the network wins, and for every plane of an RGBA image."""
+    from pxzip import codec
+
+    rng = np.random.default_rng(8)
+    rgb = synthetic.photo(rng, 48, 40)
+    alpha = Image.fromarray(np.where(np.arange(48)[None, :] < 20, 255, 0).repeat(40, 0).astype(np.uint8))
+    images = [synthetic.make("page", rng, 60, 40), Image.merge("RGBA", (*rgb.split(), alpha)), rgb]
+    for img in images:
+        monkeypatch.setattr(codec, "FALLBACK_THREAD_PIXELS", 1 << 40)
+        inline = pxzip.compress(img)
+        monkeypatch.setattr(codec, "FALLBACK_THREAD_PIXELS", 1)
+        assert pxzip.compress(img) == inline
+
+
 def test_mixed_planes_rgba():
     """RGBA: the network keeps the photo's colours while indexed colours take a two-level alpha."""
     rgb = synthetic.photo(np.random.default_rng(3), 48, 40)
