@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pxzip import kernels
+from pxzip import kernels, threads
 from pxzip.config import LOG_SCALE_MAX, LOG_SCALE_MIN, ModelConfig
 
 PRECISION = 24  # frequencies of one table sum to 2**PRECISION (constriction's default precision)
@@ -197,7 +197,15 @@ class Mixture:
 
     def freqs(self, c: int) -> np.ndarray:
         out = np.empty((len(self.mu), 256), np.int64)
-        kernels.mixture_freqs(self.mu, self.inv, self.coef, self.weights, self.u, c, self.s, self.luts["cdf"], out)
+
+        def rows(a: int, b: int) -> None:  # row slices of C arrays: C arrays again, no copies
+            sl = slice(a, b)
+            kernels.mixture_freqs(
+                self.mu[sl], self.inv[sl], self.coef[sl], self.weights[sl], self.u[sl], c, self.s, self.luts["cdf"],
+                out[sl],
+            )  # fmt: skip
+
+        threads.split_rows(len(out), rows)
         return out
 
     def observe(self, c: int, values: np.ndarray) -> None:

@@ -230,3 +230,26 @@ def test_truncated_wave_payload_is_a_clean_error(tiny_models):
     data = pxzip.compress(img, model)
     with pytest.raises((pxzip.FormatError, pxzip.ChecksumError)):
         pxzip.decompress(data[: len(data) // 2], model)
+
+
+@pytest.mark.parametrize("key", ["pp_rgb", "gated_gray"])
+def test_rows_split_across_threads_give_the_same_file(tiny_models, key, monkeypatch):
+    """threads.split_rows (tables, wavefront convolutions) on every call: the same bytes as one thread,
+    and the file decodes exactly with and without the split."""
+    from pxzip import threads
+
+    model = tiny_models[key]
+    c = model.cfg.in_channels
+    img = np.random.default_rng(3).integers(0, 256, (40, 37, c)[: 3 if c == 3 else 2], dtype=np.uint8)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = pxzip.compress(img, model, tile=16, order="wavefront")
+        torch.set_num_threads(2)
+        monkeypatch.setattr(threads, "MIN_ROWS", 1)
+        assert pxzip.compress(img, model, tile=16, order="wavefront") == one
+        assert np.array_equal(pxzip.decompress(one, model), img)
+        monkeypatch.setattr(threads, "MIN_ROWS", 1 << 30)
+        assert np.array_equal(pxzip.decompress(one, model), img)
+    finally:
+        torch.set_num_threads(before)
