@@ -29,10 +29,11 @@ def _helper() -> ThreadPoolExecutor:
         return _pool
 
 
-def split_rows(n: int, fn: Callable[[int, int], object]) -> None:
+def split_rows(n: int, fn: Callable[[int, int], object], min_rows: int | None = None) -> None:
     """fn(a, b) over rows [a, b) covering 0 .. n: two halves on two threads where n >= min_rows and
-    torch may use more than one thread, else one call. fn must write only its own rows."""
-    if n < MIN_ROWS or torch.get_num_threads() < 2:
+    torch may use more than one thread, else one call. fn must write only its own rows.
+    min_rows: where rows are big (the encoder's chunks of 2,048 positions), fewer pay (default MIN_ROWS)."""
+    if n < (MIN_ROWS if min_rows is None else min_rows) or torch.get_num_threads() < 2:
         fn(0, n)
         return
     mid = n // 2
