@@ -15,8 +15,9 @@ the extremes, so a backend that rounded or saturated anyway would be caught and 
 results are combined in int64 (exact) and the result, < 2**52 by export's bound, is exact in
 float64. So the integers are the same as float64's whatever the limb count, backend, blocking or
 thread count; the limb count is chosen per call from the data. Which path runs is therefore only a
-question of speed. On two or more torch threads the encoder's whole-tile products go to two
-threads chunk by chunk (pxzip/threads.py), limbs and recombination included.
+question of speed: the decoders' small per-step products always take the limbs; the encoder's
+whole-tile products take them on one torch thread only (`whole_tiles`), since on more the
+multi-threaded float64 GEMM was faster (the limb splitting and recombining run on one core).
 
 Where torch._int_mm is missing or fails its self-check, the float64 GEMM runs instead: the same
 integers, only slower. PXZIP_GEMM=float64 forces that path (the reference, for tests and benchmarks).
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from pxzip import kernels, threads
+from pxzip import kernels
 from pxzip.kernels import _rq
 
 LIMB_BITS = 7  # base 128 digits ...
@@ -264,10 +265,9 @@ class Weights:
 
 
 def whole_tiles() -> bool:
-    """Whether the encoder's whole-tile convolutions take the int8 path (kodim23, 2 threads, session
-    14: 16.6-17.0 s against 18.7 s on float64 BLAS; before the chunks were split across threads the
-    float64 path was faster there, session 13)."""
-    return INT8
+    """Whether the encoder's whole-tile convolutions take the int8 path: on one torch thread only
+    (kodim23, 2 threads: 22-26 s encode against 20 s on float64; 1 thread: 23 s against 28 s)."""
+    return INT8 and torch.get_num_threads() == 1
 
 
 def matmul_finish(
@@ -316,19 +316,14 @@ def conv_finish(
     wl = w.limbs_t  # (nw * Cout, kh * kw * Cin)
     cout = wl.shape[0] // w.n_limbs
     out = np.empty((b, cout, h_out, wo))
-    starts = range(0, n, CHUNK)
-
-    def chunks(c0: int, c1: int) -> None:  # chunks c0 .. c1-1: disjoint outputs, on either thread
-        buf = np.empty(kh * kw * cin * na * min(n, CHUNK), np.int8)
-        for p0 in starts[c0:c1]:
-            m = min(CHUNK, n - p0)
-            col = buf[: kh * kw * cin * na * m].reshape(kh * kw, cin, na, m)
-            for a in range(kh):
-                for k in range(kw):
-                    off = p0 + a * wp + k
-                    col[a * kw + k] = xl[:, :, off : off + m].transpose(1, 0, 2)
-            r = torch._int_mm(wl, torch.from_numpy(col.reshape(kh * kw * cin, na * m))).numpy()  # (nw * Cout, na * m)
-            _combine_finish(r, na, w.n_limbs, p0, hp, wp, h_out, wo, bias, mult, clamp, out)
-
-    threads.split_rows(len(starts), chunks, min_rows=2)
+    buf = np.empty(kh * kw * cin * na * min(n, CHUNK), np.int8)
+    for p0 in range(0, n, CHUNK):
+        m = min(CHUNK, n - p0)
+        col = buf[: kh * kw * cin * na * m].reshape(kh * kw, cin, na, m)
+        for a in range(kh):
+            for k in range(kw):
+                off = p0 + a * wp + k
+                col[a * kw + k] = xl[:, :, off : off + m].transpose(1, 0, 2)
+        r = torch._int_mm(wl, torch.from_numpy(col.reshape(kh * kw * cin, na * m))).numpy()  # (nw * Cout, na * m)
+        _combine_finish(r, na, w.n_limbs, p0, hp, wp, h_out, wo, bias, mult, clamp, out)
     return out

@@ -5,6 +5,11 @@ be split in two row ranges that run at once; the integers are the same whatever 
 is computed alone). The budget is torch's (`torch.set_num_threads`, `pxzip --threads`): on one
 torch thread (as `--jobs` workers run) nothing is split. No process-wide setting is changed, and
 concurrent callers share the one helper thread (each waits only for its own half).
+
+Only numba kernels run on the helper, never torch: a torch._int_mm there gives torch's OpenMP a
+second thread team, and measured on two threads (kodim23, encode then decode in one process) the
+next decode slowed from 12.7 to 16-17 s. So the decoders' GEMMs and the encoder's whole-tile
+convolutions stay on the caller's thread (their own threads are torch's).
 """
 
 from __future__ import annotations
@@ -29,11 +34,11 @@ def _helper() -> ThreadPoolExecutor:
         return _pool
 
 
-def split_rows(n: int, fn: Callable[[int, int], object], min_rows: int | None = None) -> None:
+def split_rows(n: int, fn: Callable[[int, int], object]) -> None:
     """fn(a, b) over rows [a, b) covering 0 .. n: two halves on two threads where n >= min_rows and
-    torch may use more than one thread, else one call. fn must write only its own rows.
-    min_rows: where rows are big (the encoder's chunks of 2,048 positions), fewer pay (default MIN_ROWS)."""
-    if n < (MIN_ROWS if min_rows is None else min_rows) or torch.get_num_threads() < 2:
+    torch may use more than one thread, else one call. fn must write only its own rows, and run
+    compiled kernels only, no torch ops (module docstring)."""
+    if n < MIN_ROWS or torch.get_num_threads() < 2:
         fn(0, n)
         return
     mid = n // 2

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from pxzip import igemm, kernels, network, threads
+from pxzip import igemm, kernels, network
 from pxzip.config import ModelConfig
 from pxzip.exact import CLAMP, ExactModel, IntArith, NpArith, Routed, exact_mode
 
@@ -367,17 +367,12 @@ class _CVOps(Routed, NpArith):
         lag = ws.plan.node_lag(k) - (spec.kw - 1 - spec.left)
         layer = self.em.layers[name]
         win = np.empty((ws.a, layer.wwin.shape[0]))  # (A, kh*kw*Cin) channels-last windows
+        kernels.gather(
+            ws.rings[k], ws.cols, ws.slots, ws.h, ws.w, ws.row, ws.front, ws.tile, ws.a,
+            lag, spec.top, spec.left, spec.kh, spec.kw, win,
+        )  # fmt: skip
         acc = np.empty((ws.a, spec.cout))
-
-        def rows(a: int, b: int) -> None:  # lanes a .. b-1: the integers do not depend on the split
-            row, front, tile = ws.row[a:b], ws.front[a:b], ws.tile[a:b]
-            kernels.gather(
-                ws.rings[k], ws.cols, ws.slots, ws.h, ws.w, row, front, tile, b - a,
-                lag, spec.top, spec.left, spec.kh, spec.kw, win[a:b],
-            )  # fmt: skip
-            igemm.matmul_finish(win[a:b], layer.gemm, ws.bias[name], tile, ws.mult[name], CLAMP, acc[a:b])  # exact
-
-        threads.split_rows(ws.a, rows)
+        igemm.matmul_finish(win, layer.gemm, ws.bias[name], ws.tile, ws.mult[name], CLAMP, acc)  # exact (igemm)
         return self._emit(acc)
 
     def _ew(self, fn, *ks):

@@ -135,18 +135,8 @@ def float64_conv_finish(x, layer, kh, kw, pad, h, bias, mult):
         (3, 8, 40, 37, 7, 1, 2, (1, 0, 0, 0)),  # many chunks (CHUNK columns each)
     ],
 )
-@pytest.mark.parametrize("threads", [1, 2])  # 2: chunks split across two threads (pxzip/threads.py)
-def test_conv_finish_equals_float64_path(b, cin, h, w, cout, kh, kw, pad, threads, monkeypatch):
+def test_conv_finish_equals_float64_path(b, cin, h, w, cout, kh, kw, pad, monkeypatch):
     monkeypatch.setattr(igemm, "CHUNK", 256)  # several chunks, and a short last one
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        _check_conv_finish(b, cin, h, w, cout, kh, kw, pad)
-    finally:
-        torch.set_num_threads(before)
-
-
-def _check_conv_finish(b, cin, h, w, cout, kh, kw, pad):
     rng = np.random.default_rng(cin * 10 + kh)
     layer = exact.ExactLayer(
         torch.from_numpy(random_ints(rng, (cout, cin, kh, kw), 4095)),

@@ -234,7 +234,7 @@ def test_truncated_wave_payload_is_a_clean_error(tiny_models):
 
 @pytest.mark.parametrize("key", ["pp_rgb", "gated_gray"])
 def test_rows_split_across_threads_give_the_same_file(tiny_models, key, monkeypatch):
-    """threads.split_rows (tables, wavefront convolutions) on every call: the same bytes as one thread,
+    """threads.split_rows (the mixture tables) on every call: the same bytes as one thread,
     and the file decodes exactly with and without the split."""
     from pxzip import threads
 
