@@ -197,6 +197,9 @@ class Mixture:
 
     def freqs(self, c: int) -> np.ndarray:
         out = np.empty((len(self.mu), 256), np.int64)
+        if len(out) < threads.MIN_ROWS:  # the common small call without the split's Python overhead
+            kernels.mixture_freqs(self.mu, self.inv, self.coef, self.weights, self.u, c, self.s, self.luts["cdf"], out)
+            return out
 
         def rows(a: int, b: int) -> None:  # row slices of C arrays: C arrays again, no copies
             sl = slice(a, b)
