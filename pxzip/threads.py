@@ -1,6 +1,6 @@
 """A second thread for the exact path's large row-wise kernels, within torch's thread budget.
 
-The compiled kernels (kernels.py, igemm.py) release the GIL and write disjoint rows, so one call can
+The compiled kernels (kernels.py) release the GIL and write disjoint rows, so one call can
 be split in two row ranges that run at once; the integers are the same whatever the split (each row
 is computed alone). The budget is torch's (`torch.set_num_threads`, `pxzip --threads`): on one
 torch thread (as `--jobs` workers run) nothing is split. No process-wide setting is changed, and
