@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,8 +188,11 @@ def _canonical(raw: bytes) -> bytes:
 _CACHE: dict[str, Model] = {}  # sha256 -> model
 # resolved path -> (its stat key, sha256): a file whose inode, size, mtime and ctime are unchanged
 # is not read and hashed again (2.5 ms a call, 5% of coding one CIFAR-10 image). ctime cannot be
-# set back by a user, so any rewrite of the file, even one that restores its mtime, is hashed anew.
+# set back by a user, so a rewrite, even one that restores the mtime, changes the key, except within
+# the filesystem's timestamp granularity: as git does with its "racy" files, a file changed less
+# than RACY_NS before it was read is not remembered, so such a rewrite is hashed anew too.
 _SEEN: dict[str, tuple[tuple[int, ...], str]] = {}
+RACY_NS = 2_000_000_000
 
 
 def _stat_key(path: Path) -> tuple[int, ...] | None:
@@ -210,7 +214,8 @@ def load_file(path: str | Path, expected_sha256: str | None = None) -> Model:
     from safetensors.torch import load as st_load
 
     path = Path(path)
-    key, seen = _stat_key(path), _SEEN.get(str(path.resolve()))
+    where = str(path.resolve())
+    key, seen = _stat_key(path), _SEEN.get(where)
     if key is not None and seen is not None and seen[0] == key and seen[1] in _CACHE:
         _check_expected(path, seen[1], expected_sha256)
         return _CACHE[seen[1]]
@@ -219,8 +224,8 @@ def load_file(path: str | Path, expected_sha256: str | None = None) -> Model:
     except OSError as e:
         raise UsageError(f"cannot read model file {path}: {e.strerror}") from None
     digest = hashlib.sha256(raw).hexdigest()
-    if key is not None:
-        _SEEN[str(path.resolve())] = (key, digest)
+    if key is not None and time.time_ns() - max(key[3], key[4]) > RACY_NS:
+        _SEEN[where] = (key, digest)
     _check_expected(path, digest, expected_sha256)  # before the cache: a copy of another model is refused too
     if digest in _CACHE:
         return _CACHE[digest]

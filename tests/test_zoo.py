@@ -60,7 +60,7 @@ def test_a_tampered_shipped_model_is_refused(tmp_path):
         zoo.load_file(bad, expected_sha256=zoo.registry()[name])
 
 
-def test_a_model_file_rewritten_in_place_is_hashed_again(tmp_path):
+def test_a_model_file_rewritten_in_place_is_hashed_again(tmp_path, monkeypatch):
     """Loads are cached by the file's stat (inode, size, mtime, ctime): a rewrite changes the ctime,
     so the new bytes are hashed, even with the old mtime put back."""
     import os
@@ -69,7 +69,11 @@ def test_a_model_file_rewritten_in_place_is_hashed_again(tmp_path):
     f = tmp_path / "m.safetensors"
     f.write_bytes(gray.read_bytes())
     first = zoo.load_file(f)
-    assert zoo.load_file(f) is first  # unchanged: the cached model
+    assert str(f.resolve()) not in zoo._SEEN  # just written: too recent to trust its stat ("racy")
+    monkeypatch.setattr(zoo, "RACY_NS", -(1 << 62))  # from here on, every stat is trusted
+    assert zoo.load_file(f) is first
+    assert zoo._SEEN[str(f.resolve())][1] == first.sha256
+    assert zoo.load_file(f) is first  # unchanged: the cached model, by its stat
     st = os.stat(f)
     with open(f, "r+b") as fh:  # same inode, new content
         fh.write(rgb.read_bytes())
@@ -78,9 +82,10 @@ def test_a_model_file_rewritten_in_place_is_hashed_again(tmp_path):
     assert zoo.load_file(f).sha256 == zoo.registry()[zoo.DEFAULTS["rgb"]]
     # a cached model's bytes under a name that expects another hash are refused, cache or not
     with pytest.raises(pxzip.ModelFileError):
-        zoo.load_file(f, expected_sha256=zoo.registry()[zoo.DEFAULTS["gray"]])
+        zoo.load_file(f, expected_sha256=zoo.registry()[zoo.DEFAULTS["gray"]])  # known by its stat
+    zoo._SEEN.pop(str(f.resolve()))
     with pytest.raises(pxzip.ModelFileError):
-        zoo.load_file(f, expected_sha256=zoo.registry()[zoo.DEFAULTS["gray"]])
+        zoo.load_file(f, expected_sha256=zoo.registry()[zoo.DEFAULTS["gray"]])  # read and hashed
 
 
 @pytest.mark.parametrize("model_id", ["98c9", "9667", "9048", "1315"])
